@@ -1,0 +1,20 @@
+"""keras_resnet: the ResNet family of He et al. (CVPR 2016) for Keras 3.
+
+    import keras_resnet
+    model = keras_resnet.ResNet50(weights="imagenet")
+    x = keras_resnet.preprocess_input(images, mode="caffe")
+    keras_resnet.decode_predictions(model.predict(x))
+"""
+
+from keras_resnet import weights
+from keras_resnet.analysis import count_multiply_adds, feature_extractor, stage_names
+from keras_resnet.builder import build_resnet
+from keras_resnet.layers import ImageNormalization, ZeroPadShortcut
+from keras_resnet.preprocessing import decode_predictions, preprocess_input
+from keras_resnet.variants import (ARCHS, Plain18, Plain20, Plain32, Plain34, Plain44, Plain50,
+                                   Plain56, Plain101, Plain110, Plain152, Plain1202, ResNet,
+                                   ResNet18, ResNet20, ResNet32, ResNet34, ResNet44, ResNet50,
+                                   ResNet50V2, ResNet56, ResNet101, ResNet101V2, ResNet110,
+                                   ResNet152, ResNet152V2, ResNet1202, create)
+
+__version__ = "0.1.0"

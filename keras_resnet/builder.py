@@ -1,0 +1,200 @@
+"""The one builder: a stage spec `[(filters, blocks, stride), ...]` becomes a Keras model.
+
+Input validation, the `include_top`/`pooling`/`classes` rules of keras.applications and weight
+loading live here, once, for every named variant.
+"""
+
+import os
+
+import keras
+from keras import layers
+
+from keras_resnet import blocks as B
+from keras_resnet.layers import ImageNormalization
+from keras_resnet.preprocessing import normalization_constants
+
+# Graph layouts: "v1" is keras.applications' (and the paper's stride placement), "v1.5" is
+# torchvision's. Basic-block nets differ between the two only in conv bias and BN epsilon.
+LAYOUTS = {
+    "v1": {"stride_in": "1x1", "use_bias": True, "epsilon": 1.001e-5},
+    "v1.5": {"stride_in": "3x3", "use_bias": False, "epsilon": 1e-5},
+    "v2": {"stride_in": "3x3", "use_bias": True, "epsilon": 1.001e-5},
+}
+STEMS = ("imagenet", "cifar")
+MIN_SIZE = {"imagenet": 32, "cifar": 8}
+
+
+def _check_choice(what, value, choices):
+    if value not in choices:
+        raise ValueError(f"Unknown {what} {value!r}: expected one of {list(choices)}.")
+
+
+def _input_layer(input_tensor, input_shape, default_size, min_size, include_top, pretrained):
+    """Validates the input as keras.applications does; returns the Keras input tensor."""
+    default_shape = (default_size, default_size, 3)
+    if input_tensor is not None and input_shape is None:
+        input_shape = tuple(input_tensor.shape[1:])
+    if input_shape is None:
+        input_shape = default_shape if (include_top or pretrained) else (None, None, 3)
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3:
+        raise ValueError(
+            f"`input_shape` must be (height, width, channels); received input_shape={input_shape}."
+        )
+    h, w, c = input_shape
+    if c is None:
+        raise ValueError(f"The channel dimension must be known; received input_shape={input_shape}.")
+    if pretrained and c != 3:
+        raise ValueError(
+            f"The input must have 3 channels to load pretrained weights; received "
+            f"input_shape={input_shape}. Use weights=None to train on {c}-channel images."
+        )
+    for side in (h, w):
+        if side is not None and side < min_size:
+            raise ValueError(
+                f"Input size must be at least {min_size}x{min_size}; received "
+                f"input_shape={input_shape}. Resize or pad the images first."
+            )
+    if include_top and (h is None or w is None):
+        raise ValueError(
+            "With `include_top=True` the input needs a static shape; received "
+            f"input_shape={input_shape}. Pass e.g. input_shape={default_shape}, or "
+            "include_top=False with pooling='avg' for any size."
+        )
+    if input_tensor is None:
+        return layers.Input(shape=input_shape, name="input_layer")
+    if not keras.backend.is_keras_tensor(input_tensor):
+        raise ValueError(
+            f"`input_tensor` must be a Keras tensor (from keras.Input); received {type(input_tensor)}."
+        )
+    return input_tensor
+
+
+def build_resnet(
+    stages,
+    block="bottleneck",
+    *,
+    stem="imagenet",
+    shortcut="B",
+    layout="v1",
+    stride_at="first",
+    include_top=True,
+    weights=None,
+    input_tensor=None,
+    input_shape=None,
+    pooling=None,
+    classes=1000,
+    classifier_activation="softmax",
+    include_preprocessing=False,
+    preprocessing=None,
+    synchronized_bn=False,
+    default_size=224,
+    name="resnet",
+    weight_set=None,
+):
+    """Builds a ResNet from a stage spec.
+
+    Args:
+        stages: `[(filters, blocks, stride), ...]`, e.g. ResNet-50's
+            `[(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)]` (Table 1). Stage i is named
+            `conv{i+2}`. Bottleneck stages output 4 * filters channels.
+        block: "basic", "bottleneck" or "preact_bottleneck" (V2).
+        stem: "imagenet" (7x7/2 conv + 3x3/2 max-pool) or "cifar" (3x3 conv, sec. 4.2).
+        shortcut: "A", "B", "C" (sec. 3.3) or None for a plain net.
+        layout: "v1" (keras.applications), "v1.5" (torchvision) or "v2" (pre-activation).
+        stride_at: put each stage's stride on its "first" block or its "last" (keras V2).
+        include_top, input_tensor, input_shape, pooling, classes, classifier_activation, name:
+            as in keras.applications.
+        weights: None, or a path to a weights file (`.weights.h5`, legacy `.h5`,
+            `.safetensors`, `.pth`). Named weight sets are resolved by the variants.
+        include_preprocessing: put the normalization `preprocessing` inside the model, so that
+            it takes RGB images in [0, 255].
+        preprocessing: (mean, std, reverse_channels) in pixel units, for include_preprocessing.
+        synchronized_bn: synchronize BatchNorm statistics across replicas under tf.distribute.
+        weight_set: the registry row behind `weights`, when the caller resolved a tag.
+
+    Returns:
+        A functional `keras.Model`: images (B, H, W, C) -> (B, classes) with `include_top`,
+        else the last stage's features (B, H/32, W/32, C5) or pooled (B, C5).
+    """
+    _check_choice("block", block, B.BLOCKS)
+    _check_choice("stem", stem, STEMS)
+    _check_choice("shortcut option", shortcut, B.SHORTCUTS)
+    _check_choice("layout", layout, LAYOUTS)
+    _check_choice("pooling", pooling, (None, "avg", "max"))
+    if keras.config.image_data_format() != "channels_last":
+        raise ValueError("keras_resnet models are channels_last; set keras.config.set_image_data_format"
+                         "('channels_last').")
+    if not stages or any(len(s) != 3 or min(s) < 1 for s in stages):
+        raise ValueError(f"`stages` must be a non-empty list of (filters, blocks, stride) with "
+                         f"positive entries; received {stages!r}.")
+    pretrained = weight_set is not None
+    if weights is not None and not pretrained and not os.path.exists(weights):
+        raise ValueError(
+            "The `weights` argument should be None (random initialization), a named weight set, "
+            f"or the path to a weights file; received weights={weights!r} (no such file)."
+        )
+    if pretrained and include_top and classes != weight_set.classes:
+        raise ValueError(
+            f"Weights {weight_set.tag!r} have {weight_set.classes} classes; with include_top=True, "
+            f"`classes` must be {weight_set.classes}, received classes={classes}. Use "
+            "include_top=False and add your own head to fine-tune on other classes."
+        )
+    if weights is not None and include_top and classifier_activation not in (None, "softmax"):
+        raise ValueError(
+            "With pretrained weights, `classifier_activation` must be None or 'softmax'; "
+            f"received {classifier_activation!r}."
+        )
+
+    cfg = LAYOUTS[layout]
+    bn = {"use_bias": cfg["use_bias"], "epsilon": cfg["epsilon"], "synchronized": synchronized_bn}
+    preact = block == "preact_bottleneck"
+    img_input = _input_layer(input_tensor, input_shape, default_size, MIN_SIZE[stem], include_top,
+                             pretrained)
+
+    x = img_input
+    if include_preprocessing:
+        if preprocessing is None:
+            raise ValueError("include_preprocessing=True needs the weights' preprocessing; "
+                             "pass a named weight set or `preprocessing=(mean, std, reverse)`.")
+        mean, std, rev = preprocessing
+        x = ImageNormalization(mean, std, rev, name="preprocessing")(x)
+
+    if stem == "imagenet":
+        x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
+        x = layers.Conv2D(64, 7, strides=2, use_bias=bn["use_bias"], kernel_initializer="he_normal",
+                          name="conv1_conv")(x)
+        if not preact:
+            x = B.batch_norm(x, "conv1_bn", bn["epsilon"], synchronized_bn)
+            x = layers.Activation("relu", name="conv1_relu")(x)
+        x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
+        x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+    else:
+        x = B.conv_bn(x, stages[0][0], 3, 1, "conv1", bn)
+
+    for i, (filters, blocks, stride) in enumerate(stages):
+        x = B.stack(x, block, filters, blocks, stride, f"conv{i + 2}", shortcut, bn,
+                    stride_in=cfg["stride_in"], stride_at=stride_at)
+
+    if preact:
+        x = B.batch_norm(x, "post_bn", bn["epsilon"], synchronized_bn)
+        x = layers.Activation("relu", name="post_relu")(x)
+
+    if include_top:
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        mixed = keras.config.dtype_policy().compute_dtype != keras.config.dtype_policy().variable_dtype
+        x = layers.Dense(classes, activation=classifier_activation, name="predictions",
+                         dtype="float32" if mixed else None)(x)
+    elif pooling == "avg":
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    elif pooling == "max":
+        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
+
+    inputs = keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else img_input
+    model = keras.Model(inputs, x, name=name)
+
+    if weights is not None:
+        from keras_resnet.weights import load_weights
+
+        load_weights(model, weights, weight_set=weight_set)
+    return model

@@ -1,0 +1,187 @@
+"""Named variants: rows of data over `build_resnet`, and one-line public functions.
+
+ImageNet rows follow Table 1 of He et al. (2016); CIFAR rows follow sec. 4.2 (6n+2 layers,
+16/32/64 filters, option A shortcuts); plain rows are the same nets with no shortcuts (sec. 4.1).
+"""
+
+import dataclasses
+import inspect
+
+from keras_resnet import weights as W
+from keras_resnet.builder import build_resnet
+from keras_resnet.preprocessing import normalization_constants
+
+
+@dataclasses.dataclass(frozen=True)
+class Arch:
+    """One row: the block kind, the stage spec and the stem of a named network."""
+
+    block: str
+    stages: tuple
+    stem: str = "imagenet"
+    shortcut: str | None = "B"
+    layout: str = "v1"  # default graph layout
+    stride_at: str = "first"
+    default_size: int = 224
+    weights: str | None = None  # default weights, as keras.applications
+
+
+def _imagenet(block, blocks, **kw):
+    filters = (64, 128, 256, 512)
+    return Arch(block, tuple(zip(filters, blocks, (1, 2, 2, 2))), **kw)
+
+
+def _v2(blocks):
+    filters = (64, 128, 256, 512)
+    return Arch("preact_bottleneck", tuple(zip(filters, blocks, (2, 2, 2, 1))), layout="v2",
+                stride_at="last", weights="imagenet")
+
+
+def _cifar(depth, shortcut="A"):
+    if depth < 8 or (depth - 2) % 6:
+        raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, 32, ...); "
+                         f"received depth={depth}.")
+    n = (depth - 2) // 6
+    return Arch("basic", ((16, n, 1), (32, n, 2), (64, n, 2)), stem="cifar", shortcut=shortcut,
+                layout="v1.5", default_size=32)
+
+
+IMAGENET_DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
+                   50: ("bottleneck", (3, 4, 6, 3)), 101: ("bottleneck", (3, 4, 23, 3)),
+                   152: ("bottleneck", (3, 8, 36, 3))}
+CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)
+
+ARCHS = {}
+for _d, (_block, _blocks) in IMAGENET_DEPTHS.items():
+    _bottleneck = _block == "bottleneck"
+    ARCHS[f"resnet{_d}"] = _imagenet(_block, _blocks, layout="v1" if _bottleneck else "v1.5",
+                                     weights="imagenet" if _bottleneck else None)
+    ARCHS[f"plain{_d}"] = _imagenet(_block, _blocks, shortcut=None,
+                                    layout="v1" if _bottleneck else "v1.5")
+for _d, _blocks in ((50, (3, 4, 6, 3)), (101, (3, 4, 23, 3)), (152, (3, 8, 36, 3))):
+    ARCHS[f"resnet{_d}v2"] = _v2(_blocks)
+for _d in CIFAR_DEPTHS:
+    ARCHS[f"resnet{_d}"] = _cifar(_d)
+    ARCHS[f"plain{_d}"] = _cifar(_d, shortcut=None)
+
+
+def create(arch_name, *, include_top=True, weights="default", input_tensor=None, input_shape=None,
+           pooling=None, classes=1000, classifier_activation="softmax", include_preprocessing=False,
+           variant=None, shortcut="default", synchronized_bn=False, name=None):
+    """Builds the named network `arch_name` (a key of ARCHS); see `ResNet50` for arguments."""
+    if arch_name not in ARCHS:
+        raise ValueError(f"Unknown architecture {arch_name!r}; known: {sorted(ARCHS)}.")
+    arch = ARCHS[arch_name]
+    if weights == "default":
+        weights = arch.weights
+    row = None
+    if isinstance(weights, str) and (weights in W.tags(arch_name) or not _looks_like_path(weights)):
+        row = W.get(arch_name, weights)
+        if variant is not None and variant != row.variant:
+            raise ValueError(
+                f"Weights {weights!r} for {arch_name} need the {row.variant!r} graph; received "
+                f"variant={variant!r}. Drop `variant` or pick weights made for it "
+                f"(available: {W.tags(arch_name)})."
+            )
+        variant = row.variant
+    layout = variant or arch.layout
+    if arch.layout == "v2" and layout != "v2":
+        raise ValueError(f"{arch_name} is a pre-activation (V2) net; received variant={variant!r}.")
+    if arch.layout != "v2" and layout not in ("v1", "v1.5"):
+        raise ValueError(f"Unknown variant {variant!r} for {arch_name}: expected 'v1' or 'v1.5'.")
+    preprocessing = None
+    if include_preprocessing:
+        if row is None:
+            raise ValueError("include_preprocessing=True needs a named weight set (it puts that "
+                             "set's normalization in the model); received weights="
+                             f"{weights!r}.")
+        preprocessing = normalization_constants(row.preprocessing, row.mean, row.std)
+    return build_resnet(
+        arch.stages, arch.block, stem=arch.stem,
+        shortcut=arch.shortcut if shortcut == "default" else shortcut,
+        layout=layout, stride_at=arch.stride_at, include_top=include_top,
+        weights=None if row is not None else weights, weight_set=row, input_tensor=input_tensor,
+        input_shape=input_shape, pooling=pooling, classes=classes,
+        classifier_activation=classifier_activation, include_preprocessing=include_preprocessing,
+        preprocessing=preprocessing, synchronized_bn=synchronized_bn,
+        default_size=arch.default_size, name=name or arch_name,
+    )
+
+
+def _looks_like_path(s):
+    return "/" in s or "\\" in s or "." in s.rsplit("/", 1)[-1]
+
+
+def ResNet(depth, *, plain=False, cifar=None, **kwargs):
+    """Any depth: ImageNet (18/34/50/101/152) or CIFAR (6n+2, sec. 4.2); `cifar` picks for you
+    unless the depth is both (never) or neither (an error)."""
+    if cifar is None:
+        cifar = depth not in IMAGENET_DEPTHS
+    if not cifar and depth not in IMAGENET_DEPTHS:
+        raise ValueError(f"Unknown ImageNet ResNet depth {depth}: expected one of "
+                         f"{sorted(IMAGENET_DEPTHS)}, or cifar=True with 6n+2.")
+    key = f"{'plain' if plain else 'resnet'}{depth}"
+    if key not in ARCHS:
+        arch = _cifar(depth, shortcut=None if plain else "A")
+        ARCHS[key] = arch
+    return create(key, **kwargs)
+
+
+_DOC = """{title} ({ref}).
+
+    Same signature as keras.applications: `include_top`, `weights`, `input_tensor`,
+    `input_shape`, `pooling`, `classes`, `classifier_activation`, `name`; plus
+    `include_preprocessing` (normalization inside the model, for a named weight set),
+    `variant` ("v1": keras.applications graph, stride on the 1x1, conv biases; "v1.5":
+    torchvision graph, stride on the 3x3, no conv biases, BN epsilon 1e-5), `shortcut`
+    ("A", "B", "C", None) and `synchronized_bn`.
+    {weights}
+    Input: RGB (B, {size}, {size}, 3) by default, at least {min_size}x{min_size}.
+    """
+_CAFFE = ('weights="imagenet": keras.applications\' file (He et al.\'s Caffe model). Inputs need '
+          '`preprocess_input(x, mode="caffe")`: RGB->BGR and ImageNet mean subtraction.')
+_TF = 'weights="imagenet": keras.applications\' file. Inputs need `preprocess_input(x, mode="tf")`: scaled to [-1, 1].'
+
+
+_SIGNATURE = inspect.signature(create).replace(
+    parameters=list(inspect.signature(create).parameters.values())[1:])
+
+
+def _named(arch_name, title, ref, weights_doc="weights=None: random He-normal initialization."):
+    arch = ARCHS[arch_name]
+
+    def fn(**kwargs):
+        return create(arch_name, **kwargs)
+
+    fn.__name__ = fn.__qualname__ = title
+    fn.__signature__ = _SIGNATURE
+    fn.__doc__ = _DOC.format(title=title, ref=ref, weights=weights_doc, size=arch.default_size,
+                             min_size=32 if arch.stem == "imagenet" else 8)
+    return fn
+
+
+ResNet18 = _named("resnet18", "ResNet18", "Table 1, 18-layer; basic blocks")
+ResNet34 = _named("resnet34", "ResNet34", "Table 1, 34-layer; basic blocks")
+ResNet50 = _named("resnet50", "ResNet50", "Table 1, 50-layer; bottleneck blocks", _CAFFE)
+ResNet101 = _named("resnet101", "ResNet101", "Table 1, 101-layer; bottleneck blocks", _CAFFE)
+ResNet152 = _named("resnet152", "ResNet152", "Table 1, 152-layer; bottleneck blocks", _CAFFE)
+ResNet50V2 = _named("resnet50v2", "ResNet50V2", "He et al. 2016b, pre-activation", _TF)
+ResNet101V2 = _named("resnet101v2", "ResNet101V2", "He et al. 2016b, pre-activation", _TF)
+ResNet152V2 = _named("resnet152v2", "ResNet152V2", "He et al. 2016b, pre-activation", _TF)
+ResNet20 = _named("resnet20", "ResNet20", "sec. 4.2, Table 6: n=3, 0.27M params")
+ResNet32 = _named("resnet32", "ResNet32", "sec. 4.2, Table 6: n=5, 0.46M params")
+ResNet44 = _named("resnet44", "ResNet44", "sec. 4.2, Table 6: n=7, 0.66M params")
+ResNet56 = _named("resnet56", "ResNet56", "sec. 4.2, Table 6: n=9, 0.85M params")
+ResNet110 = _named("resnet110", "ResNet110", "sec. 4.2, Table 6: n=18, 1.7M params")
+ResNet1202 = _named("resnet1202", "ResNet1202", "sec. 4.2, Table 6: n=200, 19.4M params")
+Plain18 = _named("plain18", "Plain18", "Table 2, plain-18: no shortcuts")
+Plain34 = _named("plain34", "Plain34", "Table 2, plain-34: no shortcuts")
+Plain50 = _named("plain50", "Plain50", "ResNet-50 without shortcuts")
+Plain101 = _named("plain101", "Plain101", "ResNet-101 without shortcuts")
+Plain152 = _named("plain152", "Plain152", "ResNet-152 without shortcuts")
+Plain20 = _named("plain20", "Plain20", "Fig. 6 left, plain-20")
+Plain32 = _named("plain32", "Plain32", "Fig. 6 left, plain-32")
+Plain44 = _named("plain44", "Plain44", "Fig. 6 left, plain-44")
+Plain56 = _named("plain56", "Plain56", "Fig. 6 left, plain-56")
+Plain110 = _named("plain110", "Plain110", "Fig. 6 right, plain-110")
+Plain1202 = _named("plain1202", "Plain1202", "plain counterpart of ResNet-1202")

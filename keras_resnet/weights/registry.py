@@ -1,0 +1,140 @@
+"""The weight registry: (model, tag) -> where a weight set lives and how it was trained.
+
+A row is data; `fetch` downloads a row's file once into the Keras cache and checks its hash.
+"""
+
+import dataclasses
+import hashlib
+import os
+
+import keras
+
+KERAS_APPLICATIONS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightSet:
+    """One pretrained weight set. `mean`/`std` are in [0, 1] units (None: the mode's defaults)."""
+
+    model: str
+    tag: str
+    source: str
+    url: str
+    file_hash: str | None
+    layout: str  # "keras_h5" | "safetensors" | "torch_pth"
+    variant: str  # graph layout the file needs: "v1" | "v1.5" | "v2"
+    preprocessing: str  # "caffe" | "tf" | "torch"
+    mean: tuple | None = None
+    std: tuple | None = None
+    classes: int = 1000
+    input_size: int = 224
+    crop_fraction: float = 0.875
+    license: str = ""
+    top1: float | None = None
+    url_notop: str | None = None
+    file_hash_notop: str | None = None
+
+    def file_name(self, include_top=True):
+        url = self.url if include_top or not self.url_notop else self.url_notop
+        base = os.path.basename(url)
+        return base if self.layout == "keras_h5" else f"{self.model}.{self.tag}.{base}"
+
+
+def _keras_applications(model, variant, preprocessing, top1, hashes):
+    stem = f"{KERAS_APPLICATIONS_URL}{model}_weights_tf_dim_ordering_tf_kernels"
+    return WeightSet(
+        model=model, tag="imagenet", source="keras.applications", url=stem + ".h5",
+        file_hash=hashes[0], layout="keras_h5", variant=variant, preprocessing=preprocessing,
+        license="MIT (Kaiming He's Caffe models)" if variant == "v1" else "Apache-2.0",
+        top1=top1, url_notop=stem + "_notop.h5", file_hash_notop=hashes[1],
+    )
+
+
+_REGISTRY = {}
+
+
+def register(*rows):
+    for row in rows:
+        _REGISTRY[(row.model, row.tag)] = row
+
+
+register(
+    # Hashes are keras.applications' own (md5), so the same files verify.
+    _keras_applications("resnet50", "v1", "caffe", 74.9,
+                        ("2cb95161c43110f7111970584f804107", "4d473c1dd8becc155b73f8504c6f6626")),
+    _keras_applications("resnet101", "v1", "caffe", 76.4,
+                        ("f1aeb4b969a6efcfb50fad2f0c20cfc5", "88cf7a10940856eca736dc7b7e228a21")),
+    _keras_applications("resnet152", "v1", "caffe", 76.6,
+                        ("100835be76be38e30d865e96f2aaae62", "ee4c566cf9a93f14d82f913c2dc6dd0c")),
+    _keras_applications("resnet50v2", "v2", "tf", 76.0,
+                        ("3ef43a0b657b3be2300d5770ece849e0", "fac2f116257151a9d068a22e544a4917")),
+    _keras_applications("resnet101v2", "v2", "tf", 77.2,
+                        ("6343647c601c52e1368623803854d971", "c0ed64b8031c3730f411d2eb4eea35b5")),
+    _keras_applications("resnet152v2", "v2", "tf", 78.0,
+                        ("a49b44d1979771252814e80f8ec446f9", "ed17cf2e0169df9d443503ef94b23b33")),
+)
+
+
+def get(model, tag):
+    """The row for `model`'s weight set `tag`, or a ValueError listing the model's tags."""
+    try:
+        return _REGISTRY[(model, tag)]
+    except KeyError:
+        raise ValueError(
+            f"No weight set {tag!r} for {model}; available: {tags(model) or 'none'}. "
+            "Pass weights=None for random initialization or a path to a weights file."
+        ) from None
+
+
+def tags(model):
+    return sorted(t for m, t in _REGISTRY if m == model)
+
+
+def rows():
+    return list(_REGISTRY.values())
+
+
+def cache_dir():
+    """Where downloads go: $KERAS_HOME/models, else ~/.keras/models (as keras.utils.get_file)."""
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return os.path.join(home, "models")
+
+
+def file_digest(path, algorithm):
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_hash(path, expected):
+    if expected is None:
+        return
+    actual = file_digest(path, "md5" if len(expected) == 32 else "sha256")
+    if actual != expected:
+        raise ValueError(
+            f"Hash mismatch for {path}: expected {expected}, got {actual}. The file is corrupt, "
+            "truncated or a different release: delete it and download it again."
+        )
+
+
+def fetch(row, include_top=True):
+    """Path of `row`'s file in the Keras cache, downloading it once; verifies its hash."""
+    top = include_top or not row.url_notop
+    url, expected = (row.url, row.file_hash) if top else (row.url_notop, row.file_hash_notop)
+    path = os.path.join(cache_dir(), row.file_name(include_top))
+    if not os.path.exists(path):
+        try:
+            keras.utils.get_file(os.path.basename(path), url, cache_dir=os.path.dirname(cache_dir()),
+                                 cache_subdir="models")
+        except Exception as e:  # noqa: BLE001 - any download failure gets the same advice
+            if os.path.exists(path):
+                os.remove(path)
+            raise OSError(
+                f"Could not download the {row.model} weights {row.tag!r} ({os.path.basename(path)}) "
+                f"from {url}: {e}. Offline, download that file on a machine with network and "
+                f"put it at {path} (or set KERAS_HOME), or pass weights=<local path>."
+            ) from e
+    check_hash(path, expected)
+    return path

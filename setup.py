@@ -1,0 +1,37 @@
+"""keras-resnet: the ResNet family of He et al. (CVPR 2016) for Keras 3, from paper to phone."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="keras-resnet",
+    version="0.1.0",
+    description="ResNets for Keras 3: paper-faithful models, pretrained weights, training recipes, "
+    "tf.distribute, TFLite export.",
+    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["keras_resnet", "keras_resnet.*", "train", "train.*",
+                                    "export", "export.*"]),
+    package_data={"keras_resnet": ["data/*.json"]},
+    install_requires=[
+        "keras>=3.15,<4",
+        "numpy",
+        "h5py",
+        "safetensors>=0.4",
+        "tensorflow>=2.21,<2.22",
+        "tensorflow-datasets>=4.9.10,<5",
+        "importlib_resources",  # tensorflow-datasets 4.9.10 imports it without declaring it
+        "tensorflow-model-optimization>=0.8.1,<0.9",
+        "tf_keras>=2.21,<2.22",
+        "absl-py",
+        "ai-edge-litert>=2.3",
+        "matplotlib",
+        "tqdm",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-timeout", "nbclient", "nbformat", "ipykernel"],
+        "torch": ["torch==2.14.1", "torchvision==0.29.1"],
+        "bench": ["onnxruntime", "tf2onnx"],
+    },
+)

@@ -1,0 +1,1 @@
+"""Training room: data pipelines, recipes and the training loop (TensorFlow-only code)."""
