@@ -5,6 +5,7 @@ loading live here, once, for every named variant.
 """
 
 import os
+import sys
 
 import keras
 from keras import layers
@@ -140,7 +141,7 @@ def build_resnet(
             f"`classes` must be {weight_set.classes}, received classes={classes}. Use "
             "include_top=False and add your own head to fine-tune on other classes."
         )
-    if weights is not None and include_top and classifier_activation not in (None, "softmax"):
+    if (weights is not None or pretrained) and include_top and classifier_activation not in (None, "softmax"):
         raise ValueError(
             "With pretrained weights, `classifier_activation` must be None or 'softmax'; "
             f"received {classifier_activation!r}."
@@ -190,10 +191,13 @@ def build_resnet(
     elif pooling == "max":
         x = layers.GlobalMaxPooling2D(name="max_pool")(x)
 
+    # Keras walks the functional graph recursively; ResNet-1202 has ~4,000 layers.
+    # Raised for good: loading the saved model walks the same graph.
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 200 * sum(s[1] for s in stages) + 2000))
     inputs = keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else img_input
     model = keras.Model(inputs, x, name=name)
 
-    if weights is not None:
+    if weights is not None or pretrained:
         from keras_resnet.weights import load_weights
 
         load_weights(model, weights, weight_set=weight_set)
