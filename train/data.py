@@ -219,7 +219,7 @@ def _resolve_split(base: str, available, test_names, name: str) -> str:
     return base
 
 
-def _mean_image(builder, spec: _Spec, data_dir: str) -> np.ndarray:
+def _mean_image(builder, spec: _Spec) -> np.ndarray:
     """Per-pixel mean (H, W, C) float32 of the whole training split, cached as .npy."""
     path = os.path.join(str(builder.data_path), "keras_resnet_train_mean.npy")
     if os.path.exists(path):
@@ -263,12 +263,12 @@ def _load_folder(root: str, split: str) -> tuple[tf.data.Dataset, DatasetInfo]:
     num_examples = total
     if sliced:  # ImageFolder has no slicing of its own: translate TFDS's.
         (instr,) = tfds.core.ReadInstruction.from_spec(tf_split + sliced).to_absolute(
-            {tf_split: total}
+            {tf_split: splits[tf_split]}
         )
-        ds = ds.skip(instr.from_).take(instr.to - instr.from_)
-        num_examples = instr.to - instr.from_
-    test = _resolve_split("test", splits.keys(), ("val", "validation"), root) \
-        if any(s in splits for s in ("test", "val", "validation")) else None
+        start, stop = instr.from_ or 0, total if instr.to is None else instr.to
+        ds = ds.skip(start).take(stop - start)
+        num_examples = stop - start
+    test = next((s for s in ("test", "val", "validation") if s in splits), None)
     labels = builder.info.features["label"]
     info = DatasetInfo(
         name=FOLDER_PREFIX + root,
@@ -326,7 +326,7 @@ def load(
     if spec.mean == "imagenet":
         mean = np.array(IMAGENET_RGB_MEAN, np.float32).reshape(1, 1, 3)
     else:
-        mean = _mean_image(builder, spec, data_dir)
+        mean = _mean_image(builder, spec)
     labels = builder.info.features["label"]
     info = DatasetInfo(
         name=name,
