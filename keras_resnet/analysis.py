@@ -64,4 +64,4 @@ def feature_extractor(model, levels=None):
             raise ValueError(f"Unknown levels {unknown}: {model.name} has {sorted(names)}.")
         names = {k: names[k] for k in levels}
     outputs = {k: model.get_layer(v).output for k, v in names.items()}
-    return keras.Model(model.inputs, outputs, name=f"{model.name}_features")
+    return keras.Model(model.input, outputs, name=f"{model.name}_features")

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 
@@ -99,20 +100,29 @@ def convert(model_name, weights, out_dir, tag=None):
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("model", None, MODELS, "Architecture the checkpoint is for.")
-flags.DEFINE_string("weights", None, "A registry tag (e.g. tv2_in1k, a1_in1k) or a path to a "
-                    ".safetensors / .pth file.")
-flags.DEFINE_string("out", None, "Output directory.")
-flags.DEFINE_string("tag", None, "Name of the output files' tag (default: the tag or file stem).")
-flags.mark_flags_as_required(["model", "weights", "out"])
+
+
+def define_flags():
+    """Defined only when run as a command, so importing this module adds no global flags."""
+    flags.DEFINE_enum("model", None, MODELS, "Architecture the checkpoint is for.")
+    flags.DEFINE_string("weights", None, "A registry tag (e.g. tv2_in1k, a1_in1k) or a path to a "
+                        ".safetensors / .pth file.")
+    flags.DEFINE_string("out", None, "Output directory.")
+    flags.DEFINE_string("tag", None, "Tag in the output file names (default: the registry tag or "
+                        "the source file's stem).")
+    flags.mark_flags_as_required(["model", "weights", "out"])
 
 
 def main(argv):
     del argv
     start = time.perf_counter()
-    h5, meta = convert(FLAGS.model, FLAGS.weights, FLAGS.out, FLAGS.tag)
+    try:
+        h5, meta = convert(FLAGS.model, FLAGS.weights, FLAGS.out, FLAGS.tag)
+    except (ValueError, OSError, ImportError) as e:  # already say what to do: no traceback
+        sys.exit(f"keras_resnet.convert: {e}")
     print(f"Wrote {h5} and {meta} in {time.perf_counter() - start:.1f} s.")
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

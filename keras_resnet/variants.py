@@ -113,9 +113,15 @@ def _looks_like_path(s):
 
 
 def ResNet(depth, *, plain=False, cifar=None, **kwargs):
-    """Any depth: ImageNet (18/34/50/101/152) or CIFAR (6n+2, sec. 4.2); `cifar` picks for you
-    unless the depth is both (never) or neither (an error)."""
+    """Any depth: ImageNet (18/34/50/101/152, Table 1) or CIFAR (6n+2, sec. 4.2).
+
+    `cifar` defaults to whichever family has `depth`; `plain=True` drops the shortcuts.
+    """
     if cifar is None:
+        if depth not in IMAGENET_DEPTHS and (depth < 8 or (depth - 2) % 6):
+            raise ValueError(f"Unknown ResNet depth {depth}: ImageNet depths are "
+                             f"{sorted(IMAGENET_DEPTHS)} (Table 1), CIFAR depths are 6n+2 "
+                             "(8, 14, 20, 32, ..., sec. 4.2).")
         cifar = depth not in IMAGENET_DEPTHS
     if not cifar and depth not in IMAGENET_DEPTHS:
         raise ValueError(f"Unknown ImageNet ResNet depth {depth}: expected one of "

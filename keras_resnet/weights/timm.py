@@ -78,7 +78,7 @@ def refuse_noncommercial(model, tag):
 # --- reading -----------------------------------------------------------------------------------
 
 
-def read_safetensors(path):
+def read_safetensors(path) -> dict:
     """{torch key: np.ndarray} from a `.safetensors` file, without torch.
 
     A truncated or corrupt file fails here (the header must cover the whole file), before any
@@ -96,7 +96,7 @@ def read_safetensors(path):
         ) from e
 
 
-def read_torch_pth(path):
+def read_torch_pth(path) -> dict:
     """{torch key: np.ndarray} from a torchvision-style `.pth` state dict.
 
     Needs torch and uses `torch.load(weights_only=True)`, which refuses arbitrary pickled code.
@@ -208,11 +208,17 @@ def _blocks_per_stage(keys):
     return [found[s] for s in sorted(found)]
 
 
+def _natural(key):
+    """Sort key: `layer3.6` before `layer3.10`."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", key)]
+
+
 def _head(items, n=6):
+    items = sorted(items, key=_natural)
     return ", ".join(items[:n]) + (f" ... ({len(items)} in all)" if len(items) > n else "")
 
 
-def torch_state_dict_to_keras(state_dict, model):
+def torch_state_dict_to_keras(state_dict: dict, model) -> dict:
     """Maps a torchvision/timm ResNet state dict onto `model`'s layers.
 
     Args:

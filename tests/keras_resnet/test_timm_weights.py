@@ -119,7 +119,6 @@ def place_in_cache(net, row, cache):
 def test_logits_match_torchvision(depth, tmp_path):
     net = torch_resnet(depth, seed=depth)
     st = save(net, tmp_path / f"resnet{depth}.safetensors")
-    pth = save(net, tmp_path / f"resnet{depth}.pth")
     size = SIZES[depth]
     model = CONSTRUCTORS[depth](weights=st, variant="v1.5", input_shape=(size, size, 3),
                                 classifier_activation=None)
@@ -127,7 +126,10 @@ def test_logits_match_torchvision(depth, tmp_path):
     rel = assert_same_logits(keras_logits(model, x), torch_logits(net, x))
     print(f"resnet{depth} {size}px: max |diff| / max |logit| = {rel:.2e}")
 
+    if depth > 50:
+        return  # the .pth route, checked on the smaller nets, is the same for every depth
     # The .pth route maps to exactly the same arrays.
+    pth = save(net, tmp_path / f"resnet{depth}.pth")
     from_st = tw.torch_state_dict_to_keras(tw.read_safetensors(st), model)
     from_pth = tw.torch_state_dict_to_keras(tw.read_torch_pth(pth), model)
     assert from_st.keys() == from_pth.keys()
@@ -240,7 +242,8 @@ def test_resnet50_weights_into_resnet101(r50):
     before = snapshot(model)
     with pytest.raises(ValueError, match=r"\[3, 4, 6, 3\] blocks per stage.*\[3, 4, 23, 3\]") as e:
         load_weights(model, r50[1])
-    assert "layer3.6.conv1.weight" in str(e.value)
+    assert "missing in the file: layer3.6.bn1.bias" in str(e.value)
+    assert "(255 in all)" in str(e.value)  # 17 missing blocks x 15 tensors
     assert_unchanged(model, before)
 
 
@@ -329,22 +332,21 @@ def test_convert_local_file_roundtrip(tmp_path):
     assert_same_logits(keras_logits(model, x), torch_logits(net, x))
 
 
-def test_convert_cli_named_tag(r50, keras_home, tmp_path):
-    row = registry.get("resnet50", "tv2_in1k")
-    os.makedirs(keras_home)
-    os.symlink(r50[1], keras_home / row.file_name())
+def test_convert_cli_named_tag(keras_home, tmp_path):
+    net = torch_resnet(18, seed=22)
+    row = registry.get("resnet18", "tv_in1k")
+    place_in_cache(net, row, keras_home)
     out = tmp_path / "out"
     env = dict(os.environ, KERAS_HOME=str(keras_home.parent), TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run([sys.executable, "-m", "keras_resnet.convert", "--model", "resnet50",
-                           "--weights", "tv2_in1k", "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "keras_resnet.convert", "--model", "resnet18",
+                           "--weights", "tv_in1k", "--out", str(out)],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "resnet50_tv2_in1k.weights.h5" in proc.stdout and " s." in proc.stdout
-    meta = json.load(open(out / "resnet50_tv2_in1k.json"))
+    assert "resnet18_tv_in1k.weights.h5" in proc.stdout and " s." in proc.stdout
+    meta = json.load(open(out / "resnet18_tv_in1k.json"))
     assert meta["license"] == "BSD-3-Clause" and meta["url"] == row.url
-    assert meta["top1"] == 80.8 and meta["preprocessing"]["crop_fraction"] == 0.965
-    model = keras_resnet.ResNet50(weights=str(out / "resnet50_tv2_in1k.weights.h5"),
-                                  variant="v1.5", input_shape=(96, 96, 3),
-                                  classifier_activation=None)
+    assert meta["top1"] == 69.8 and meta["preprocessing"]["crop_fraction"] == 0.875
+    model = keras_resnet.ResNet18(weights=str(out / "resnet18_tv_in1k.weights.h5"),
+                                  input_shape=(96, 96, 3), classifier_activation=None)
     x = images(2, 96, seed=5)
-    assert_same_logits(keras_logits(model, x), torch_logits(r50[0], x))
+    assert_same_logits(keras_logits(model, x), torch_logits(net, x))
