@@ -30,7 +30,7 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout", "nbclient", "nbformat", "ipykernel"],
+        "test": ["pytest>=8", "pytest-timeout", "nbclient", "nbformat", "ipykernel", "jax"],
         "torch": ["torch==2.14.1", "torchvision==0.29.1"],
         "bench": ["onnxruntime", "tf2onnx"],
     },
