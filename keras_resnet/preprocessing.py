@@ -45,9 +45,12 @@ def normalization_constants(mode, mean=None, std=None):
 def preprocess_input(x, mode="caffe", mean=None, std=None):
     """Normalizes RGB images in [0, 255], shape (..., H, W, 3), for a weight set's `mode`.
 
-    Numpy in, float32 numpy out; a backend tensor in, a tensor out. `mean`/`std` (in [0, 1]
-    units) override the "torch" constants, as some timm weight sets use their own.
+    Numpy in, float32 numpy out; a backend tensor in, a tensor out. `mode` may also be a weight
+    set (`keras_resnet.weights.get("resnet50", "imagenet")`), whose mode and constants are used.
+    `mean`/`std` (in [0, 1] units) override the "torch" constants, as some timm sets use their own.
     """
+    if hasattr(mode, "preprocessing"):
+        mode, mean, std = mode.preprocessing, mode.mean, mode.std
     m, s, rev = normalization_constants(mode, mean, std)
     if isinstance(x, (np.ndarray, list, tuple)):
         x = np.asarray(x, dtype=np.float32)
