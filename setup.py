@@ -31,7 +31,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout", "nbclient", "nbformat", "ipykernel", "jax"],
-        "torch": ["torch==2.14.1", "torchvision==0.29.1"],
+        "torch": ["torch==2.14.1", "torchvision==0.29.1", "timm==1.0.31"],
         "bench": ["onnxruntime", "tf2onnx"],
     },
 )

@@ -55,7 +55,7 @@ ARCHS = {}
 for _d, (_block, _blocks) in IMAGENET_DEPTHS.items():
     _bottleneck = _block == "bottleneck"
     ARCHS[f"resnet{_d}"] = _imagenet(_block, _blocks, layout="v1" if _bottleneck else "v1.5",
-                                     weights="imagenet" if _bottleneck else None)
+                                     weights="imagenet")
     ARCHS[f"plain{_d}"] = _imagenet(_block, _blocks, shortcut=None,
                                     layout="v1" if _bottleneck else "v1.5")
 for _d, _blocks in ((50, (3, 4, 6, 3)), (101, (3, 4, 23, 3)), (152, (3, 8, 36, 3))):
@@ -166,8 +166,11 @@ def _named(arch_name, title, ref, weights_doc="weights=None: random He-normal in
     return fn
 
 
-ResNet18 = _named("resnet18", "ResNet18", "Table 1, 18-layer; basic blocks")
-ResNet34 = _named("resnet34", "ResNet34", "Table 1, 34-layer; basic blocks")
+_TIMM_A1 = ('weights="imagenet" (the default) is timm\'s "a1_in1k" set ({top1}% top-1, Apache-2.0), '
+            'the best permissive one; "tv_in1k" is torchvision\'s. Inputs need '
+            '`preprocess_input(x, mode="torch")`, or pass include_preprocessing=True.')
+ResNet18 = _named("resnet18", "ResNet18", "Table 1, 18-layer; basic blocks", _TIMM_A1.format(top1=71.5))
+ResNet34 = _named("resnet34", "ResNet34", "Table 1, 34-layer; basic blocks", _TIMM_A1.format(top1=76.4))
 ResNet50 = _named("resnet50", "ResNet50", "Table 1, 50-layer; bottleneck blocks", _CAFFE)
 ResNet101 = _named("resnet101", "ResNet101", "Table 1, 101-layer; bottleneck blocks", _CAFFE)
 ResNet152 = _named("resnet152", "ResNet152", "Table 1, 152-layer; bottleneck blocks", _CAFFE)

@@ -75,10 +75,17 @@ register(
 )
 
 
+# keras.applications has no ResNet-18/34: "imagenet" there means the best permissive set.
+ALIASES = {("resnet18", "imagenet"): "a1_in1k", ("resnet34", "imagenet"): "a1_in1k"}
+
+
 def get(model, tag):
     """The row for `model`'s weight set `tag`, or a ValueError listing the model's tags."""
+    from keras_resnet.weights.timm import refuse_noncommercial
+
+    refuse_noncommercial(model, tag)
     try:
-        return _REGISTRY[(model, tag)]
+        return _REGISTRY[(model, ALIASES.get((model, tag), tag))]
     except KeyError:
         raise ValueError(
             f"No weight set {tag!r} for {model}; available: {tags(model) or 'none'}. "
@@ -87,7 +94,7 @@ def get(model, tag):
 
 
 def tags(model):
-    return sorted(t for m, t in _REGISTRY if m == model)
+    return sorted({t for m, t in _REGISTRY if m == model} | {t for m, t in ALIASES if m == model})
 
 
 def rows():

@@ -23,11 +23,10 @@ import re
 
 import numpy as np
 
+from keras_resnet.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from keras_resnet.weights.registry import WeightSet
 
 HF_URL = "https://huggingface.co/timm/{model}.{tag}/resolve/main/model.safetensors"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # Tags whose weights are CC-BY-NC-4.0 (non-commercial): never served by name.
 NONCOMMERCIAL_TAG_PREFIXES = ("fb_ssl", "fb_swsl")

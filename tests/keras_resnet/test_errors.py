@@ -31,7 +31,7 @@ def assert_unchanged(model, before):
     (lambda: keras_resnet.ResNet50(classes=10), r"'imagenet' have 1000 classes.*classes=10"),
     (lambda: keras_resnet.ResNet50(weights=None, input_shape=(None, None, 3)), r"static shape"),
     (lambda: keras_resnet.ResNet50(weights=None, pooling="mean", include_top=False), r"Unknown pooling 'mean'"),
-    (lambda: keras_resnet.ResNet18(weights="imagenet"), r"No weight set 'imagenet' for resnet18"),
+    (lambda: keras_resnet.ResNet18(weights="in22k"), r"No weight set 'in22k' for resnet18; available: .*a1_in1k"),
     (lambda: keras_resnet.ResNet50(weights="missing/file.h5"), r"no such file"),
     (lambda: keras_resnet.ResNet50(classifier_activation="sigmoid"), r"None or 'softmax'"),
     (lambda: keras_resnet.ResNet50V2(weights=None, variant="v1"), r"pre-activation"),

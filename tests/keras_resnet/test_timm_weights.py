@@ -29,17 +29,27 @@ CONSTRUCTORS = {18: keras_resnet.ResNet18, 34: keras_resnet.ResNet34, 50: keras_
 SIZES = {18: 224, 34: 224, 50: 160, 101: 96, 152: 96}  # small inputs keep 101/152 fast
 
 
-def randomize_batchnorm(net, seed):
-    """Gives every BatchNorm2d of a torch net its own gamma, beta, running mean and variance."""
+def randomize_batchnorm(net, seed, size=64):
+    """Gives every BatchNorm2d of a torch net its own gamma, beta, running mean and variance.
+
+    The statistics are first measured on random images (so activations stay O(1) even in
+    ResNet-152), then perturbed per channel, so that none is 0 or 1.
+    """
     g = torch.Generator().manual_seed(seed)
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(0.5 + torch.rand(n, generator=g))
-                m.bias.copy_(0.2 * torch.randn(n, generator=g))
-                m.running_mean.copy_(0.2 * torch.randn(n, generator=g))
-                m.running_var.copy_(0.5 + 1.5 * torch.rand(n, generator=g))
+        for m in bns:
+            n = m.num_features
+            m.weight.copy_(0.5 + torch.rand(n, generator=g))
+            m.bias.copy_(0.2 * torch.randn(n, generator=g))
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration batch
+        net.train()(torch.randn(4, 3, size, size, generator=g))
+        for m in bns:
+            n = m.num_features
+            m.running_mean.add_(0.1 * torch.randn(n, generator=g) * m.running_var.sqrt())
+            m.running_var.mul_(0.7 + 0.6 * torch.rand(n, generator=g))
+            m.momentum = 0.1
     return net.eval()
 
 
@@ -123,8 +133,10 @@ def test_logits_match_torchvision(depth, tmp_path):
     model = CONSTRUCTORS[depth](weights=st, variant="v1.5", input_shape=(size, size, 3),
                                 classifier_activation=None)
     x = images(2, size, seed=depth)
-    rel = assert_same_logits(keras_logits(model, x), torch_logits(net, x))
-    print(f"resnet{depth} {size}px: max |diff| / max |logit| = {rel:.2e}")
+    ours, theirs = keras_logits(model, x), torch_logits(net, x)
+    rel = assert_same_logits(ours, theirs)
+    print(f"resnet{depth} {size}px: max |diff| {np.abs(ours - theirs).max():.2e}, "
+          f"max |logit| {np.abs(theirs).max():.1f}, ratio {rel:.2e}")
 
     if depth > 50:
         return  # the .pth route, checked on the smaller nets, is the same for every depth
@@ -350,3 +362,13 @@ def test_convert_cli_named_tag(keras_home, tmp_path):
                                   input_shape=(96, 96, 3), classifier_activation=None)
     x = images(2, 96, seed=5)
     assert_same_logits(keras_logits(model, x), torch_logits(net, x))
+
+
+def test_imagenet_for_resnet18_34_is_the_best_permissive_set():
+    for model in ("resnet18", "resnet34"):
+        row = registry.get(model, "imagenet")
+        assert row is registry.get(model, "a1_in1k")
+        assert row.license == "Apache-2.0"
+        best = max((r for r in registry.rows() if r.model == model and r.license != ""),
+                   key=lambda r: r.top1)
+        assert row is best
