@@ -1,0 +1,188 @@
+"""The training loop on one device: the run directory it writes, resume of a finished run,
+recipe checks, weight decay on kernels only, the plateau rule, mixed precision."""
+
+import csv
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from train import data, loop, recipes
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, fashion_dir, helpers):
+    recipe = helpers.tiny_recipe()
+    run_dir = tmp_path_factory.mktemp("run")
+    summary = loop.train(recipe, str(run_dir), "one_device", data_dir=fashion_dir, verbose=0)
+    return recipe, run_dir, summary
+
+
+def test_run_directory(tiny_run):
+    recipe, run_dir, summary = tiny_run
+    assert recipes.Recipe.from_json((run_dir / "recipe.json").read_text()) == recipe
+    assert json.loads((run_dir / "summary.json").read_text()) == summary
+    assert summary["steps"] == 12 and summary["replicas"] == 1
+    assert summary["precision"] == "float32" and summary["resumed_from_step"] == 0
+    assert 0.0 <= summary["test_accuracy"] <= 1.0 and summary["images_per_sec"] > 0
+    assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    with open(run_dir / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [2, 4, 6, 8, 10, 12]
+    assert [bool(r["eval_accuracy"]) for r in rows] == [False, False, True, False, False, True]
+    lrs = [float(r["lr"]) for r in rows]  # lr for the next step: /10 at 6 and at 9
+    np.testing.assert_allclose(lrs, [0.1, 0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-6)
+
+    state = tf.train.get_checkpoint_state(str(run_dir / "checkpoints"))
+    assert [os.path.basename(p) for p in state.all_model_checkpoint_paths] == [
+        "ckpt-4", "ckpt-8", "ckpt-12"]
+
+    (events,) = (run_dir / "logs").glob("events.out.tfevents.*")
+    tags = {v.tag for e in tf.compat.v1.train.summary_iterator(str(events))
+            for v in e.summary.value}
+    assert {"train/loss", "train/accuracy", "learning_rate", "eval/loss",
+            "eval/accuracy"} <= tags
+
+
+def test_saved_model_takes_raw_pixels(tiny_run, fashion_dir):
+    """model.keras subtracts the per-pixel mean itself; its accuracy on the raw uint8 test
+    images, computed here with predict, is the summary's."""
+    recipe, run_dir, summary = tiny_run
+    model = keras.saving.load_model(run_dir / "model.keras")
+    ds, info = data.load("fashion_mnist", recipe.test_split, data_dir=fashion_dir)
+    images, labels = (np.stack(x) for x in zip(*ds.as_numpy_iterator()))
+    norm = model.get_layer("mean_subtraction")
+    np.testing.assert_allclose(np.asarray(norm.mean).reshape(info.mean.shape), info.mean)
+    probs = model.predict(images.astype("float32"), verbose=0)
+    assert probs.shape == (len(labels), 10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    accuracy = float(np.mean(probs.argmax(axis=1) == labels))
+    assert accuracy == pytest.approx(summary["test_accuracy"], abs=1e-6)
+
+
+def test_finished_run_returns_its_summary(tiny_run, fashion_dir):
+    recipe, run_dir, summary = tiny_run
+    assert loop.train(recipe, str(run_dir), "one_device", data_dir=fashion_dir) == summary
+    assert loop.train(None, str(run_dir), "one_device", data_dir=fashion_dir) == summary
+
+
+def test_run_dir_with_another_recipe_raises(tiny_run, fashion_dir):
+    recipe, run_dir, _ = tiny_run
+    with pytest.raises(ValueError, match=r"different recipe \(lr: saved 0.1, requested 0.2\)"):
+        loop.train(recipe.replace(lr=0.2), str(run_dir), "one_device", data_dir=fashion_dir)
+
+
+def test_bad_input_raises(tmp_path, fashion_dir, helpers):
+    with pytest.raises(ValueError, match="no recipe given"):
+        loop.train(None, str(tmp_path / "empty"), "one_device")
+    with pytest.raises(ValueError, match="unknown strategy 'gpus'"):
+        loop.train(helpers.tiny_recipe(), str(tmp_path / "a"), "gpus")
+    with pytest.raises(ValueError, match="unknown model 'resnet_8'"):
+        loop.train(helpers.tiny_recipe(model="resnet_8"), str(tmp_path / "b"), "one_device",
+                   data_dir=fashion_dir)
+    with pytest.raises(ValueError, match="depth must be 6n"):
+        loop.train(helpers.tiny_recipe(model="resnet9"), str(tmp_path / "c"), "one_device",
+                   data_dir=fashion_dir)
+    # A run that could not start leaves no recipe.json to conflict with a corrected one.
+    assert not (tmp_path / "b" / "recipe.json").exists()
+
+
+def _synthetic_info(shape=(32, 32, 1)):
+    return data.DatasetInfo(name="synthetic", num_classes=10, image_shape=shape, num_train=None,
+                            num_test=None, class_names=(),
+                            mean=np.full(shape, 100.0, np.float32))
+
+
+@pytest.mark.parametrize("model,shortcut,projections", [
+    ("resnet8", "default", 0), ("resnet8", "B", 2), ("resnet8", "C", 3), ("plain8", "default", 0),
+])
+def test_build_model_shortcut_field(helpers, model, shortcut, projections):
+    """Recipe field `shortcut` picks the option of sec. 3.3 (CIFAR nets default to A)."""
+    built = loop.build_model(helpers.tiny_recipe(model=model, shortcut=shortcut),
+                             _synthetic_info())
+    names = [layer.name for layer in built.layers]
+    assert names[:2] == ["image", "mean_subtraction"]
+    assert sum(n.endswith("_0_conv") for n in names) == projections
+    assert built.output_shape == (None, 10)
+
+
+def test_plain_net_with_shortcut_raises(helpers):
+    with pytest.raises(ValueError, match="plain net"):
+        loop.build_model(helpers.tiny_recipe(model="plain8", shortcut="B"), _synthetic_info())
+
+
+def test_weight_decay_is_l2_on_kernels_only(helpers):
+    """One SGD step with and without weight decay, from the same weights on the same batch,
+    differs by exactly -lr * wd * w0 on conv and dense kernels (Caffe's weight_decay:
+    gradient wd * w), and not at all elsewhere. Synthetic batch, the loop's own step."""
+    lr, wd = 0.1, 0.5
+    recipe = helpers.tiny_recipe(lr=lr, lr_schedule="constant", lr_boundaries=())
+    info = _synthetic_info()
+    rng = np.random.default_rng(0)
+    batch = (rng.uniform(0, 255, (16, 32, 32, 1)).astype(np.float32),
+             rng.integers(0, 10, 16).astype(np.int32))
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    weights = {}
+    for decay in (0.0, wd):
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            model = loop.build_model(recipe, info)
+            optimizer = loop.make_optimizer(recipe, "float32")
+            optimizer.build(model.trainable_variables)
+        initial = {v.path: v.numpy() for v in model.weights}
+        steps = loop.Steps(model, optimizer, strategy, recipe.replace(weight_decay=decay), 10)
+        steps.train(iter(tf.data.Dataset.from_tensors(batch)), 1)
+        weights[decay] = {v.path: v.numpy() for v in model.weights}
+    kernels = [k for k in initial if k.endswith("kernel")]
+    assert len(kernels) == 8  # 7 convs (ResNet-8, option A shortcuts) + the classifier
+    for name, w0 in initial.items():
+        delta = weights[wd][name] - weights[0.0][name]
+        if name in kernels:
+            np.testing.assert_allclose(delta, -lr * wd * w0, rtol=1e-4, atol=1e-6, err_msg=name)
+        else:
+            np.testing.assert_array_equal(delta, 0.0, err_msg=name)
+
+
+def test_plateau_divides_lr_after_patience():
+    recipe = recipes.resolve("paper_imagenet", plateau_patience=2, plateau_min_delta=0.01)
+    optimizer = keras.optimizers.SGD(recipe.learning_rate())
+    optimizer.build([keras.Variable(np.zeros(2, np.float32))])
+    best = tf.Variable(1.0, dtype=tf.float64)
+    bad = tf.Variable(0, dtype=tf.int64)
+    lrs = []
+    for error in (0.5, 0.4, 0.395, 0.39, 0.3, 0.3, 0.3, 0.3):
+        loop._plateau_update(recipe, optimizer, error, best, bad)
+        lrs.append(round(float(optimizer.learning_rate.numpy()), 8))
+    # 0.395 and 0.39 improve by < 0.01 -> /10; 0.3 improves; two more flat -> /10 again.
+    assert lrs == [0.1, 0.1, 0.1, 0.01, 0.01, 0.01, 0.001, 0.001]
+
+
+def test_modern_path_bfloat16_cosine_label_smoothing(tmp_path, fashion_dir, helpers):
+    recipe = helpers.tiny_recipe(
+        steps=4, lr_schedule="cosine", lr_boundaries=(), warmup="linear", warmup_steps=2,
+        warmup_lr=0.0, label_smoothing=0.1, mixed_precision="mixed_bfloat16", lr_base_batch=32,
+        nesterov=True, checkpoint_every=2, eval_every=4, log_every=1)
+    summary = loop.train(recipe, str(tmp_path / "run"), "one_device", data_dir=fashion_dir,
+                         verbose=0)
+    assert summary["precision"] == "mixed_bfloat16"
+    assert keras.config.dtype_policy().name == "float32"  # restored after training
+    assert np.isfinite(summary["test_loss"])
+    model = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    assert model.get_layer("conv1_conv").compute_dtype == "bfloat16"
+    assert model.get_layer("predictions").compute_dtype == "float32"
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        lrs = [float(r["lr"]) for r in csv.DictReader(f)]
+    # lr for the next step: linear warm-up to 0.1 * 16 / 32 = 0.05 at step 2, cosine to 0.
+    np.testing.assert_allclose(lrs, [0.025, 0.05, 0.025, 0.0], atol=1e-7)
+
+
+def test_cli_reports_bad_flags(tmp_path, helpers):
+    proc = helpers.run_python(
+        "from train.__main__ import run; run()", f"--run_dir={tmp_path}", "--set=bogus=1",
+        check=False, timeout=120)
+    assert proc.returncode == 2
+    assert "unknown recipe field 'bogus'" in proc.stderr
