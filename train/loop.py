@@ -275,16 +275,14 @@ class _RunDir:
 
 def plot_curves(rows, path: str, boundaries=()) -> None:
     """Training curves from metrics.csv rows: loss and error (%) against iterations."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves a notebook's backend alone
 
     def series(key, transform=float):
         pts = [(int(r["step"]), transform(r[key])) for r in rows if r.get(key) not in ("", None)]
         return zip(*pts) if pts else ((), ())
 
-    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    ax_loss, ax_err = fig.subplots(1, 2)
     for key, label in (("train_loss", "train"), ("eval_loss", "eval")):
         ax_loss.plot(*series(key), label=label, marker="." if key == "eval_loss" else None)
     for key, label in (("train_accuracy", "train"), ("eval_accuracy", "eval")):
@@ -300,7 +298,6 @@ def plot_curves(rows, path: str, boundaries=()) -> None:
     fig.tight_layout()
     with _atomic(path) as tmp:
         fig.savefig(tmp, dpi=100)
-    plt.close(fig)
 
 
 # --------------------------------------------------------------------------- training
