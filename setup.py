@@ -30,7 +30,7 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout", "nbclient", "nbformat", "ipykernel", "jax"],
+        "test": ["pytest>=8", "pytest-timeout", "nbclient", "nbformat", "ipykernel", "jax", "pillow"],
         "torch": ["torch==2.14.1", "torchvision==0.29.1", "timm==1.0.31"],
         "bench": ["onnxruntime", "tf2onnx"],
     },

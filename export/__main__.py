@@ -1,0 +1,92 @@
+"""`python -m export`: a trained model to verified SavedModel and TFLite files.
+
+    python -m export --run_dir=runs/r20 --out=exported/r20 --formats=float32,int8,qat
+    python -m export --model=model.keras --dataset=fashion_mnist --out=exported/m
+
+Flags become an `export.ExportSpec`; `export.export` does the work and writes report.json
+beside the models; the report is printed as a table. Exit status 1 when a format fails its
+verification (its file is not written), 2 on bad input.
+"""
+
+import sys
+
+from absl import app, flags
+
+import export
+
+FLAGS = flags.FLAGS
+_DEFAULTS = export.ExportSpec()
+flags.DEFINE_string("model", None, "A .keras model file (raw-pixel input).")
+flags.DEFINE_string("run_dir", None, "A run directory of `python -m train` (model.keras, "
+                    "recipe.json).")
+flags.DEFINE_string("out", None, "Output directory.")
+flags.DEFINE_list("formats", list(export.DEFAULT_FORMATS),
+                  f"Formats to export, from {list(export.FORMATS)}.")
+flags.DEFINE_string("dataset", None, "train.data dataset for calibration and verification "
+                    "(default: the run's recipe).")
+flags.DEFINE_string("data_dir", None, "TFDS data dir (default $KERAS_RESNET_DATA or "
+                    "~/tensorflow_datasets).")
+flags.DEFINE_integer("eval_images", _DEFAULTS.eval_images, "Held-out test images to verify on.")
+flags.DEFINE_integer("calibration_images", _DEFAULTS.calibration_images,
+                     "Training images that calibrate int8.")
+flags.DEFINE_enum("io_dtype", _DEFAULTS.io_dtype, ["uint8", "int8"], "I/O type of int8_io.")
+flags.DEFINE_float("min_agreement_float", _DEFAULTS.min_agreement_float,
+                   "Least top-1 agreement with Keras for float32/float16/pruned/SavedModel.")
+flags.DEFINE_float("min_agreement_int8", _DEFAULTS.min_agreement_int8,
+                   "Least top-1 agreement with Keras for dynamic/int8/int8_io/qat.")
+flags.DEFINE_integer("fine_tune_steps", _DEFAULTS.fine_tune_steps,
+                     "QAT and pruning fine-tuning steps.")
+flags.DEFINE_integer("fine_tune_batch_size", _DEFAULTS.fine_tune_batch_size,
+                     "QAT and pruning batch size.")
+flags.DEFINE_float("fine_tune_learning_rate", _DEFAULTS.fine_tune_learning_rate,
+                   "QAT and pruning SGD learning rate.")
+flags.DEFINE_string("augment", None, "Fine-tuning augmentation (default: the recipe's, or none).")
+flags.DEFINE_float("sparsity", _DEFAULTS.sparsity, "Pruning target sparsity.")
+flags.DEFINE_list("threads", [str(t) for t in _DEFAULTS.threads], "Thread counts for latency.")
+flags.DEFINE_integer("latency_runs", _DEFAULTS.latency_runs, "Timed runs per latency figure.")
+flags.DEFINE_integer("seed", _DEFAULTS.seed, "Fine-tuning data order.")
+
+
+def spec_from_flags():
+    """The ExportSpec that the flags describe."""
+    return export.ExportSpec(
+        formats=tuple(FLAGS.formats), dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
+        eval_images=FLAGS.eval_images, calibration_images=FLAGS.calibration_images,
+        io_dtype=FLAGS.io_dtype, min_agreement_float=FLAGS.min_agreement_float,
+        min_agreement_int8=FLAGS.min_agreement_int8, fine_tune_steps=FLAGS.fine_tune_steps,
+        fine_tune_batch_size=FLAGS.fine_tune_batch_size,
+        fine_tune_learning_rate=FLAGS.fine_tune_learning_rate, augment=FLAGS.augment,
+        sparsity=FLAGS.sparsity, threads=tuple(int(t) for t in FLAGS.threads),
+        latency_runs=FLAGS.latency_runs, seed=FLAGS.seed)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments {argv[1:]}: everything is a --flag.")
+    if (FLAGS.model is None) == (FLAGS.run_dir is None):
+        raise app.UsageError("Pass exactly one of --model=path.keras or --run_dir=DIR.")
+    if not FLAGS.out:
+        raise app.UsageError("--out=DIR is required.")
+    try:
+        report = export.export(FLAGS.model or FLAGS.run_dir, FLAGS.out, spec_from_flags())
+    except export.VerificationError as e:
+        print(f"\nFAILED: {e}", file=sys.stderr)
+        return 1
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"\n{report['model']} on {report['eval_images']} held-out {report['dataset']} images "
+          f"(Keras accuracy {report['keras_accuracy']:.4f}):\n")
+    print(export.format_table(report["formats"]))
+    for row in report["formats"]:
+        if row.get("non_integer_ops"):
+            print(f"note: {row['format']} is not fully integer: {row['non_integer_ops']}")
+        if "zip_ratio" in row:
+            print(f"note: pruned to sparsity {row['sparsity']:.2f}: gzip {row['zipped_bytes']} "
+                  f"bytes vs dense {row['dense_zipped_bytes']} ({row['zip_ratio']:.2f}x smaller)")
+    print(f"\nWrote {FLAGS.out} (report.json, metadata.json, labels.txt).")
+    return 0
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,234 @@
+"""colab/ notebooks: committed clean, and run top to bottom headless with smoke parameters.
+
+Each notebook runs in a fresh IPython kernel of this Python (nbclient), with tiny parameters
+injected after its "parameters" cell, papermill style, on the offline Fashion-MNIST data. Any
+cell error fails the test; the executed notebook is kept beside its outputs for inspection.
+The three notebooks take about two minutes on two CPU cores.
+"""
+
+import ast
+import json
+import os
+import sys
+import time
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+COLAB = os.path.join(REPO, "colab")
+NOTEBOOKS = ("quickstart.ipynb", "train_on_colab.ipynb", "deploy_tflite.ipynb")
+BADGE = "https://colab.research.google.com/github/keras-resnet/keras-resnet/blob/main/colab/"
+FASHION_SOURCE = "/usr/share/datasets/fashion-mnist"
+KERNEL = "keras-resnet-notebook-test"
+
+# ResNet-8, 60 steps of batch 32 on 2000 Fashion-MNIST images, evaluated on 200: seconds.
+# (Too short for BatchNorm's moving averages to settle: test accuracy is some 15-20%.)
+SMOKE_RECIPE = {
+    "model": "resnet8", "steps": 60, "scale": 1.0, "lr": 0.02, "lr_boundaries": (30, 45),
+    "batch_size": 32, "train_split": "train[:2000]", "eval_split": "test[:200]",
+    "test_split": "test[:200]", "shuffle_buffer": 1000, "eval_every": 30, "log_every": 10,
+    "checkpoint_every": 30,
+}
+
+
+def _read(name):
+    return nbformat.read(os.path.join(COLAB, name), as_version=4)
+
+
+def _parameters_cell(nb):
+    cells = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", ())]
+    assert len(cells) == 1, f"expected one cell tagged 'parameters', found {len(cells)}"
+    return cells[0]
+
+
+def _parameter_names(source):
+    tree = ast.parse(source)
+    names = []
+    for node in tree.body:
+        assert isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(
+            node.targets[0], ast.Name), f"parameters cell holds more than assignments: {source}"
+        names.append(node.targets[0].id)
+    return names
+
+
+# --------------------------------------------------------------------- committed notebooks
+
+
+def test_every_notebook_is_tested():
+    found = sorted(f for f in os.listdir(COLAB) if f.endswith(".ipynb"))
+    assert found == sorted(NOTEBOOKS), "a new notebook needs smoke parameters and a test here"
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_notebook_is_clean(name):
+    nb = _read(name)
+    nbformat.validate(nb)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            assert cell.outputs == [], f"{name} cell {i} stores outputs: clear them"
+            assert cell.execution_count is None, f"{name} cell {i} has an execution_count"
+    assert BADGE + name in nb.cells[0].source, f"{name} lacks its Open-in-Colab badge"
+    assert "colab-badge.svg" in nb.cells[0].source
+    names = _parameter_names(nb.cells[_parameters_cell(nb)].source)
+    assert {"data_dir"} <= set(names), names
+    for cell in nb.cells:  # installs and Colab-only magics run on Colab only
+        lines = cell.source.splitlines()
+        for j, line in enumerate(lines):
+            if line.lstrip().startswith(("%pip", "!pip", "%load_ext", "%tensorboard")):
+                assert any(l.startswith("if IN_COLAB") for l in lines[:j]), (name, line)
+
+
+# ------------------------------------------------------------------------------- execution
+
+
+@pytest.fixture(scope="module")
+def fashion_dir(tmp_path_factory):
+    """A TFDS data dir with fashion_mnist prepared offline, shared by every notebook, or
+    $KERAS_RESNET_TEST_DATA where it is prepared already."""
+    from train import data
+
+    reuse = os.environ.get("KERAS_RESNET_TEST_DATA")
+    if not reuse and not os.path.isfile(os.path.join(FASHION_SOURCE, "t10k-labels-idx1-ubyte.gz")):
+        pytest.skip("needs `apt-get install dataset-fashion-mnist`")
+    return data.prepare_fashion_mnist(reuse or str(tmp_path_factory.mktemp("tfds")))
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory, fashion_dir):
+    """A kernelspec that runs this Python (sys.executable), found first on JUPYTER_PATH."""
+    root = tmp_path_factory.mktemp("jupyter")
+    spec_dir = root / "kernels" / KERNEL
+    spec_dir.mkdir(parents=True)
+    env = {
+        "PYTHONPATH": os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p),
+        "KERAS_RESNET_DATA": fashion_dir,
+        "KERAS_BACKEND": "tensorflow",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+    }
+    (spec_dir / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "keras-resnet test", "language": "python", "env": env,
+    }))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JUPYTER_PATH", os.pathsep.join(
+            p for p in (str(root), os.environ.get("JUPYTER_PATH")) if p))
+        yield KERNEL
+
+
+def run_notebook(name, workdir, **params):
+    """Executes colab/`name` in `workdir` with `params` injected; returns the executed nb."""
+    nb = _read(name)
+    index = _parameters_cell(nb)
+    unknown = set(params) - set(_parameter_names(nb.cells[index].source))
+    assert not unknown, f"{name} has no parameters {sorted(unknown)}"
+    injected = nbformat.v4.new_code_cell(
+        "# Parameters injected by tests/colab/test_notebooks.py\n"
+        + "".join(f"{k} = {v!r}\n" for k, v in params.items()))
+    injected.metadata["tags"] = ["injected-parameters"]
+    nb.cells.insert(index + 1, injected)
+    client = nbclient.NotebookClient(
+        nb, kernel_name=KERNEL, timeout=600, startup_timeout=180,
+        resources={"metadata": {"path": str(workdir)}})
+    start = time.time()
+    try:
+        client.execute()
+    finally:
+        nbformat.write(nb, os.path.join(workdir, "executed_" + name))
+        print(f"{name}: {time.time() - start:.0f} s")
+    return nb
+
+
+def assert_png(path):
+    """`path` is a PNG image with something drawn on it."""
+    import matplotlib.image
+
+    assert os.path.isfile(path), f"{path} was not written"
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    image = matplotlib.image.imread(path)
+    assert image.shape[0] > 100 and image.shape[1] > 100, image.shape
+    assert image.std() > 0.01, f"{path} is blank"
+
+
+def displayed_png(nb):
+    return sum("image/png" in out.get("data", {}) for c in nb.cells if c.cell_type == "code"
+               for out in c.outputs)
+
+
+def _text(nb):
+    return "".join(out.get("text", "") for c in nb.cells if c.cell_type == "code"
+                   for out in c.outputs)
+
+
+@pytest.fixture(scope="module")
+def trained_run(kernel, fashion_dir, tmp_path_factory):
+    """train_on_colab.ipynb's run directory (deploy_tflite.ipynb exports it)."""
+    workdir = tmp_path_factory.mktemp("train_on_colab")
+    drive_root = workdir / "fake_drive"
+    drive_root.mkdir()
+    run_dir = str(workdir / "runs" / "smoke")
+    nb = run_notebook(
+        "train_on_colab.ipynb", workdir, recipe_name="smoke",
+        overrides={**SMOKE_RECIPE, "mixed_precision": "auto", "xla": "auto"},
+        strategy_name="auto", run_dir=run_dir, data_dir=fashion_dir, save_to_drive=True,
+        drive_root=str(drive_root), drive_subdir="keras-resnet/runs")
+    return run_dir, str(drive_root), nb
+
+
+def test_train_on_colab(trained_run):
+    run_dir, drive_root, nb = trained_run
+    for name in ("recipe.json", "metrics.csv", "model.keras", "summary.json"):
+        assert os.path.isfile(os.path.join(run_dir, name)), name
+    assert os.listdir(os.path.join(run_dir, "logs")), "no TensorBoard events"
+    assert_png(os.path.join(run_dir, "curves.png"))
+    assert displayed_png(nb) >= 1, "the training curves were not shown"
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        assert json.load(f)["steps"] == SMOKE_RECIPE["steps"]
+    text = _text(nb)
+    assert "strategy:  OneDeviceStrategy" in text and "precision:" in text, text[-2000:]
+    saved = os.path.join(drive_root, "keras-resnet", "runs", "smoke")
+    assert os.path.isfile(os.path.join(saved, "model.keras")), "the run was not copied to Drive"
+
+
+def test_deploy_tflite(trained_run, kernel, fashion_dir, tmp_path):
+    run_dir = trained_run[0]
+    out_dir = str(tmp_path / "exported")
+    formats = ("float32", "float16", "int8", "qat")
+    nb = run_notebook(
+        "deploy_tflite.ipynb", tmp_path, source=run_dir, dataset=None, formats=formats,
+        eval_images=200, calibration_images=100, qat_steps=4, latency_runs=10, threads=(1,),
+        min_agreement_float=0.99, min_agreement_int8=0.9, data_dir=fashion_dir,
+        out_dir=out_dir)
+    with open(os.path.join(out_dir, "report.json")) as f:
+        report = json.load(f)
+    assert [r["format"] for r in report["formats"]] == list(formats)
+    failed = [(r["format"], r["agreement"]) for r in report["formats"] if not r["passed"]]
+    assert not failed, f"verification failed: {failed}"
+    for row in report["formats"]:
+        assert os.path.getsize(os.path.join(out_dir, row["file"])) > 0, row["file"]
+    for name in ("labels.txt", "metadata.json"):
+        assert os.path.isfile(os.path.join(out_dir, name)), name
+    assert_png(os.path.join(out_dir, "variants.png"))
+    assert displayed_png(nb) >= 1, "the variants plot was not shown"
+
+
+def test_quickstart(kernel, fashion_dir, tmp_path):
+    out_dir = str(tmp_path / "quickstart")
+    nb = run_notebook(
+        "quickstart.ipynb", tmp_path, pretrained_weights=None, dataset="fashion_mnist",
+        base_recipe="smoke", base_overrides=SMOKE_RECIPE, finetune_steps=20, batch_size=32,
+        eval_images=200, calibration_images=100, latency_runs=10, min_agreement=0.9,
+        data_dir=fashion_dir, out_dir=out_dir)
+    assert_png(os.path.join(out_dir, "predictions.png"))
+    assert displayed_png(nb) >= 1, "the predictions were not shown"
+    with open(os.path.join(out_dir, "tflite", "report.json")) as f:
+        (row,) = json.load(f)["formats"]
+    assert row["format"] == "int8" and row["passed"], row
+    assert os.path.isfile(os.path.join(out_dir, "tflite", "model_int8.tflite"))
+    text = _text(nb)
+    assert "LiteRT int8" in text and "top-1 agreement" in text, text[-2000:]
