@@ -266,21 +266,7 @@ def tflite_quantization_aware(qat_model, representative, io_dtype=None):
     """Int8 TFLite from a quantization-aware tf_keras model: the ranges learned in training,
     and `representative` images (as for `tflite_int8`) for ops TFMOT leaves unannotated (the
     constant operands of the in-model normalization), so that the model is fully integer."""
-    if io_dtype is not None and io_dtype not in IO_DTYPES:
-        raise ValueError(f"Unknown integer I/O type {io_dtype!r}: expected one of "
-                         f"{sorted(IO_DTYPES)} (or None for float I/O).")
-    representative = check_representative(representative, source_input_shape(qat_model))
-
-    def configure(converter):
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([representative[i:i + 1]]
-                                                    for i in range(len(representative)))
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if io_dtype is not None:
-            converter.inference_input_type = IO_DTYPES[io_dtype]
-            converter.inference_output_type = IO_DTYPES[io_dtype]
-
-    return _convert(qat_model, configure)
+    return tflite_int8(qat_model, representative, io_dtype)
 
 
 def non_integer_ops(model_content):
