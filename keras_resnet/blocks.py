@@ -26,16 +26,18 @@ def conv(x, filters, kernel, stride, name, use_bias):
     )(x)
 
 
-def batch_norm(x, name, epsilon, synchronized=False):
+def batch_norm(x, name, bn):
+    """BatchNormalization with the net's settings `bn` (epsilon, momentum, synchronized)."""
     return layers.BatchNormalization(
-        axis=-1, epsilon=epsilon, synchronized=synchronized, name=name
+        axis=-1, epsilon=bn["epsilon"], momentum=bn["momentum"], synchronized=bn["synchronized"],
+        name=name,
     )(x)
 
 
 def conv_bn(x, filters, kernel, stride, name, bn, relu=True):
     """conv -> BN (-> ReLU): the unit of the post-activation blocks. `bn` holds BN/conv settings."""
     x = conv(x, filters, kernel, stride, name, bn["use_bias"])
-    x = batch_norm(x, name + "_bn", bn["epsilon"], bn["synchronized"])
+    x = batch_norm(x, name + "_bn", bn)
     return layers.Activation("relu", name=name + "_relu")(x) if relu else x
 
 
@@ -53,7 +55,7 @@ def shortcut_branch(x, filters, stride, shortcut, name, bn, source=None, project
             filters, 1, strides=stride, use_bias=bn["use_bias"] or not project_bn,
             kernel_initializer="he_normal", name=name + "_0_conv",
         )(x if source is None else source)
-        return batch_norm(s, name + "_0_bn", bn["epsilon"], bn["synchronized"]) if project_bn else s
+        return batch_norm(s, name + "_0_bn", bn) if project_bn else s
     if grows:
         return ZeroPadShortcut(filters, stride, name=name + "_0_pad")(x)
     if stride > 1:
@@ -94,7 +96,7 @@ def preact_bottleneck_block(x, filters, stride, shortcut, name, bn, stride_in=No
 
     BN-ReLU come before each conv; the sum is not activated. Convs followed by BN have no bias.
     """
-    preact = batch_norm(x, name + "_preact_bn", bn["epsilon"], bn["synchronized"])
+    preact = batch_norm(x, name + "_preact_bn", bn)
     preact = layers.Activation("relu", name=name + "_preact_relu")(preact)
     s = shortcut_branch(x, 4 * filters, stride, shortcut, name, bn, source=preact, project_bn=False)
     nobias = {**bn, "use_bias": False}
@@ -102,7 +104,7 @@ def preact_bottleneck_block(x, filters, stride, shortcut, name, bn, stride_in=No
     y = layers.ZeroPadding2D(1, name=name + "_2_pad")(y)
     y = layers.Conv2D(filters, 3, strides=stride, use_bias=False, kernel_initializer="he_normal",
                       name=name + "_2_conv")(y)
-    y = batch_norm(y, name + "_2_bn", bn["epsilon"], bn["synchronized"])
+    y = batch_norm(y, name + "_2_bn", bn)
     y = layers.Activation("relu", name=name + "_2_relu")(y)
     y = layers.Conv2D(4 * filters, 1, kernel_initializer="he_normal", name=name + "_3_conv")(y)
     return layers.Add(name=name + "_out")([s, y])

@@ -89,6 +89,7 @@ def build_resnet(
     include_preprocessing=False,
     preprocessing=None,
     synchronized_bn=False,
+    bn_momentum=0.99,
     default_size=224,
     name="resnet",
     weight_set=None,
@@ -112,6 +113,8 @@ def build_resnet(
             it takes RGB images in [0, 255].
         preprocessing: (mean, std, reverse_channels) in pixel units, for include_preprocessing.
         synchronized_bn: synchronize BatchNorm statistics across replicas under tf.distribute.
+        bn_momentum: momentum of BatchNorm's moving statistics (Keras' 0.99; PyTorch's
+            default is 0.9 in these terms, which short runs need to evaluate well).
         weight_set: the registry row behind `weights`, when the caller resolved a tag.
 
     Returns:
@@ -148,7 +151,8 @@ def build_resnet(
         )
 
     cfg = LAYOUTS[layout]
-    bn = {"use_bias": cfg["use_bias"], "epsilon": cfg["epsilon"], "synchronized": synchronized_bn}
+    bn = {"use_bias": cfg["use_bias"], "epsilon": cfg["epsilon"], "momentum": bn_momentum,
+          "synchronized": synchronized_bn}
     preact = block == "preact_bottleneck"
     img_input = _input_layer(input_tensor, input_shape, default_size, MIN_SIZE[stem], include_top,
                              pretrained)
@@ -166,7 +170,7 @@ def build_resnet(
         x = layers.Conv2D(64, 7, strides=2, use_bias=bn["use_bias"], kernel_initializer="he_normal",
                           name="conv1_conv")(x)
         if not preact:
-            x = B.batch_norm(x, "conv1_bn", bn["epsilon"], synchronized_bn)
+            x = B.batch_norm(x, "conv1_bn", bn)
             x = layers.Activation("relu", name="conv1_relu")(x)
         x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
         x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
@@ -178,7 +182,7 @@ def build_resnet(
                     stride_in=cfg["stride_in"], stride_at=stride_at)
 
     if preact:
-        x = B.batch_norm(x, "post_bn", bn["epsilon"], synchronized_bn)
+        x = B.batch_norm(x, "post_bn", bn)
         x = layers.Activation("relu", name="post_relu")(x)
 
     if include_top:

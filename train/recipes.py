@@ -47,7 +47,9 @@ class Recipe:
     `warmup_steps` first steps use 'constant' `warmup_lr` (the paper's ResNet-110) or a
     'linear' ramp from `warmup_lr` to the peak. `weight_decay` is an L2 penalty
     `weight_decay / 2 * ||w||^2` on conv and dense kernels only (Caffe's weight_decay).
-    Model: `shortcut` 'default' (the variant's: A for CIFAR nets, B for ImageNet nets) or
+    Model: `bn_momentum` is BatchNorm's moving-average momentum (0.9, PyTorch's default:
+    Keras' 0.99 lags the weights in short runs, so evaluation in inference mode suffers).
+    `shortcut` 'default' (the variant's: A for CIFAR nets, B for ImageNet nets) or
     'A', 'B', 'C' (sec. 3.3); `synchronized_bn` None: synchronized with several replicas.
     `mixed_precision` 'off'/'float32', 'auto' (see `train.strategies.precision_policy`),
     'mixed_float16', 'mixed_bfloat16'; `xla` 'off', 'on', 'auto' (on for GPU/TPU).
@@ -88,6 +90,7 @@ class Recipe:
     # model and numerics
     shortcut: str = "default"
     synchronized_bn: typing.Optional[bool] = None
+    bn_momentum: float = 0.9
     mixed_precision: str = "off"
     xla: str = "off"
     # run
@@ -217,6 +220,8 @@ def _validate(r: Recipe) -> None:
     _check(r.lr > 0, f"recipe field lr must be > 0, got {r.lr!r}.")
     _check(0 < r.lr_decay <= 1, f"recipe field lr_decay must be in (0, 1], got {r.lr_decay!r}.")
     _check(0 <= r.momentum < 1, f"recipe field momentum must be in [0, 1), got {r.momentum!r}.")
+    _check(0 <= r.bn_momentum < 1,
+           f"recipe field bn_momentum must be in [0, 1), got {r.bn_momentum!r}.")
     _check(r.weight_decay >= 0, f"recipe field weight_decay must be >= 0, got {r.weight_decay!r}.")
     _check(0 <= r.label_smoothing < 1,
            f"recipe field label_smoothing must be in [0, 1), got {r.label_smoothing!r}.")

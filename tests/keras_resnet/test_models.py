@@ -140,3 +140,11 @@ def test_mixed_precision_keeps_classifier_float32():
         assert keras.backend.standardize_dtype(out.dtype) == "float32"
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_bn_momentum_and_synchronization_reach_every_batch_norm():
+    model = keras_resnet.ResNet20(weights=None, input_shape=(32, 32, 3), classes=10,
+                                  bn_momentum=0.9, synchronized_bn=True)
+    bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert len(bns) == 19
+    assert all(l.momentum == 0.9 and l.synchronized for l in bns)
