@@ -56,7 +56,9 @@ def test_count_multiply_adds_on_a_single_conv():
 
 
 FAST = [n for n in keras_resnet.ARCHS if not n.endswith(("1202", "152", "101", "v2"))]
-SLOW = [n for n in keras_resnet.ARCHS if n not in FAST]
+# ResNet-1202 at initialization overflows in inference mode (600 residual sums of unnormalized
+# branches: BN's initial moving variance is 1); it builds and trains in its own test above.
+SLOW = [n for n in keras_resnet.ARCHS if n not in FAST and n != "resnet1202"]
 
 
 def _build_run_step_roundtrip(name, tmp_path):
