@@ -22,7 +22,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 COLAB = os.path.join(REPO, "colab")
 NOTEBOOKS = ("quickstart.ipynb", "train_on_colab.ipynb", "deploy_tflite.ipynb")
 BADGE = "https://colab.research.google.com/github/keras-resnet/keras-resnet/blob/main/colab/"
-FASHION_SOURCE = "/usr/share/datasets/fashion-mnist"
 KERNEL = "keras-resnet-notebook-test"
 
 # ResNet-8, 60 steps of batch 32 on 2000 Fashion-MNIST images, evaluated on 200: seconds.
@@ -83,18 +82,6 @@ def test_committed_notebook_is_clean(name):
 
 
 # ------------------------------------------------------------------------------- execution
-
-
-@pytest.fixture(scope="module")
-def fashion_dir(tmp_path_factory):
-    """A TFDS data dir with fashion_mnist prepared offline, shared by every notebook, or
-    $KERAS_RESNET_TEST_DATA where it is prepared already."""
-    from train import data
-
-    reuse = os.environ.get("KERAS_RESNET_TEST_DATA")
-    if not reuse and not os.path.isfile(os.path.join(FASHION_SOURCE, "t10k-labels-idx1-ubyte.gz")):
-        pytest.skip("needs `apt-get install dataset-fashion-mnist`")
-    return data.prepare_fashion_mnist(reuse or str(tmp_path_factory.mktemp("tfds")))
 
 
 @pytest.fixture(scope="module")

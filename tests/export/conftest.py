@@ -7,25 +7,12 @@ import os
 import numpy as np
 import pytest
 
-FASHION_SOURCE = "/usr/share/datasets/fashion-mnist"
 TRAIN_IMAGES = 16_000  # one epoch of these reaches ~80% test accuracy with ResNet-8
 EVAL_IMAGES = 1000  # "within 1 point" needs at least 1000 held-out images
 
 
 @pytest.fixture(scope="session")
-def fashion_data_dir():
-    """The TFDS data dir with fashion_mnist (the default one: prepared offline on first use)."""
-    from train import data
-
-    data_dir = os.environ.get("KERAS_RESNET_TEST_DATA") or data.default_data_dir()
-    if not os.path.isfile(os.path.join(FASHION_SOURCE, "t10k-labels-idx1-ubyte.gz")) \
-            and not os.path.isdir(os.path.join(data_dir, "fashion_mnist")):
-        pytest.skip("needs `apt-get install dataset-fashion-mnist`")
-    return data.prepare_fashion_mnist(data_dir)
-
-
-@pytest.fixture(scope="session")
-def run_dir(tmp_path_factory, fashion_data_dir):
+def run_dir(tmp_path_factory, fashion_dir):
     """A run directory (model.keras, recipe.json) of ResNet-8 (train.loop.build_model: raw
     pixels in, mean subtraction inside) fitted for one epoch on 16k Fashion-MNIST images."""
     import keras
@@ -34,7 +21,7 @@ def run_dir(tmp_path_factory, fashion_data_dir):
 
     keras.utils.set_random_seed(0)
     recipe = recipes.resolve("smoke", model="resnet8", dataset="fashion_mnist", augment="none")
-    ds, info = data.load("fashion_mnist", f"train[:{TRAIN_IMAGES}]", data_dir=fashion_data_dir)
+    ds, info = data.load("fashion_mnist", f"train[:{TRAIN_IMAGES}]", data_dir=fashion_dir)
     model = loop.build_model(recipe, info)
     for layer in model.layers:  # BN statistics settle within one short epoch
         if isinstance(layer, keras.layers.BatchNormalization):
@@ -60,23 +47,23 @@ def keras_model(run_dir):
 
 
 @pytest.fixture(scope="session")
-def held_out(run_dir, fashion_data_dir):
+def held_out(run_dir, fashion_dir):
     """(float32 raw images (N, 32, 32, 1), labels) of the first EVAL_IMAGES test images."""
     import export
 
-    spec = export.ExportSpec(dataset="fashion_mnist", data_dir=fashion_data_dir,
+    spec = export.ExportSpec(dataset="fashion_mnist", data_dir=fashion_dir,
                              eval_images=EVAL_IMAGES, calibration_images=8)
     data = export.load_data("fashion_mnist", (32, 32, 1), spec)
     return data.eval_images, data.eval_labels
 
 
 @pytest.fixture(scope="session")
-def exported(run_dir, fashion_data_dir, tmp_path_factory):
+def exported(run_dir, fashion_dir, tmp_path_factory):
     """(out dir, report) of one export of the run in every format."""
     import export
 
     out = str(tmp_path_factory.mktemp("exported"))
-    spec = export.ExportSpec(formats=export.FORMATS, data_dir=fashion_data_dir,
+    spec = export.ExportSpec(formats=export.FORMATS, data_dir=fashion_dir,
                              eval_images=EVAL_IMAGES, calibration_images=300,
                              fine_tune_steps=200, latency_runs=10)
     report = export.export(run_dir, out, spec)

@@ -113,8 +113,8 @@ def test_pruned_model_zips_at_least_twice_smaller(exported):
     assert pruned["zip_ratio"] >= 2.0, pruned
 
 
-def test_failed_verification_leaves_no_model_file(run_dir, fashion_data_dir, tmp_path):
-    spec = export.ExportSpec(formats=("float32", "int8"), data_dir=fashion_data_dir,
+def test_failed_verification_leaves_no_model_file(run_dir, fashion_dir, tmp_path):
+    spec = export.ExportSpec(formats=("float32", "int8"), data_dir=fashion_dir,
                              eval_images=EVAL_IMAGES, calibration_images=50,
                              min_agreement_int8=1.0, latency_runs=2)
     with pytest.raises(export.VerificationError, match=r"int8 \(agreement 0\.\d+ < 1\.0\)"):
@@ -201,10 +201,10 @@ def test_predict_cli_classifies_image_files(exported, held_out, tmp_path):
     assert bad.returncode == 2 and "is not a file" in bad.stderr
 
 
-def test_export_cli_on_a_run_directory(run_dir, fashion_data_dir, tmp_path):
+def test_export_cli_on_a_run_directory(run_dir, fashion_dir, tmp_path):
     out = tmp_path / "cli"
     result = _run("-m", "export", f"--run_dir={run_dir}", f"--out={out}", "--formats=float16",
-                  f"--data_dir={fashion_data_dir}", "--eval_images=200", "--latency_runs=2")
+                  f"--data_dir={fashion_dir}", "--eval_images=200", "--latency_runs=2")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "float16" in result.stdout and "agree" in result.stdout
     assert (out / "model_float16.tflite").exists()

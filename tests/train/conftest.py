@@ -9,19 +9,6 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FASHION_SOURCE = "/usr/share/datasets/fashion-mnist"
-
-
-@pytest.fixture(scope="session")
-def fashion_dir(tmp_path_factory):
-    """A TFDS data dir with fashion_mnist prepared offline from Debian's files, once per
-    session (about 20 s), or $KERAS_RESNET_TEST_DATA where it is prepared already."""
-    from train import data
-
-    reuse = os.environ.get("KERAS_RESNET_TEST_DATA")
-    if not os.path.isfile(os.path.join(FASHION_SOURCE, "t10k-labels-idx1-ubyte.gz")) and not reuse:
-        pytest.skip("needs `apt-get install dataset-fashion-mnist`")
-    return data.prepare_fashion_mnist(reuse or str(tmp_path_factory.mktemp("tfds")))
 
 
 def _tiny_recipe(**overrides):

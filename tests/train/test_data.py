@@ -28,11 +28,6 @@ def read_idx(name):
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
-@pytest.fixture(scope="module")
-def fashion_dir(tmp_path_factory):
-    return data.prepare_fashion_mnist(str(tmp_path_factory.mktemp("tfds")))
-
-
 def as_numpy(ds, batch=2000):
     images, labels = zip(*ds.batch(batch).as_numpy_iterator())
     return np.concatenate(images), np.concatenate(labels)
