@@ -26,19 +26,27 @@ def conv(x, filters, kernel, stride, name, use_bias):
     )(x)
 
 
-def batch_norm(x, name, bn):
-    """BatchNormalization with the net's settings `bn` (epsilon, momentum, synchronized)."""
+def batch_norm(x, name, bn, zero_gamma=False):
+    """BatchNormalization with the net's settings `bn` (epsilon, momentum, synchronized);
+    `zero_gamma` starts its scale at 0."""
     return layers.BatchNormalization(
         axis=-1, epsilon=bn["epsilon"], momentum=bn["momentum"], synchronized=bn["synchronized"],
-        name=name,
+        gamma_initializer="zeros" if zero_gamma else "ones", name=name,
     )(x)
 
 
-def conv_bn(x, filters, kernel, stride, name, bn, relu=True):
+def conv_bn(x, filters, kernel, stride, name, bn, relu=True, zero_gamma=False):
     """conv -> BN (-> ReLU): the unit of the post-activation blocks. `bn` holds BN/conv settings."""
     x = conv(x, filters, kernel, stride, name, bn["use_bias"])
-    x = batch_norm(x, name + "_bn", bn)
+    x = batch_norm(x, name + "_bn", bn, zero_gamma)
     return layers.Activation("relu", name=name + "_relu")(x) if relu else x
+
+
+def zero_last(bn, shortcut):
+    """Whether a block's last BN (or V2's last conv) starts at 0, making the block an identity
+    at initialization (`bn["zero_init_residual"]`; Goyal et al. 2017). Never in plain blocks,
+    where it would cut the signal."""
+    return bool(bn.get("zero_init_residual")) and shortcut is not None
 
 
 def shortcut_branch(x, filters, stride, shortcut, name, bn, source=None, project_bn=True):
@@ -74,7 +82,7 @@ def basic_block(x, filters, stride, shortcut, name, bn, stride_in=None):
     """Two 3x3 convs (Fig. 5 left; ResNet-18/34 and the CIFAR nets). Out: `filters` channels."""
     s = shortcut_branch(x, filters, stride, shortcut, name, bn)
     x = conv_bn(x, filters, 3, stride, name + "_1", bn)
-    x = conv_bn(x, filters, 3, 1, name + "_2", bn, relu=False)
+    x = conv_bn(x, filters, 3, 1, name + "_2", bn, relu=False, zero_gamma=zero_last(bn, shortcut))
     return merge(s, x, name)
 
 
@@ -87,7 +95,8 @@ def bottleneck_block(x, filters, stride, shortcut, name, bn, stride_in="1x1"):
     s = shortcut_branch(x, 4 * filters, stride, shortcut, name, bn)
     x = conv_bn(x, filters, 1, stride if stride_in == "1x1" else 1, name + "_1", bn)
     x = conv_bn(x, filters, 3, stride if stride_in == "3x3" else 1, name + "_2", bn)
-    x = conv_bn(x, 4 * filters, 1, 1, name + "_3", bn, relu=False)
+    x = conv_bn(x, 4 * filters, 1, 1, name + "_3", bn, relu=False,
+                zero_gamma=zero_last(bn, shortcut))
     return merge(s, x, name)
 
 
@@ -106,7 +115,8 @@ def preact_bottleneck_block(x, filters, stride, shortcut, name, bn, stride_in=No
                       name=name + "_2_conv")(y)
     y = batch_norm(y, name + "_2_bn", bn)
     y = layers.Activation("relu", name=name + "_2_relu")(y)
-    y = layers.Conv2D(4 * filters, 1, kernel_initializer="he_normal", name=name + "_3_conv")(y)
+    y = layers.Conv2D(4 * filters, 1, name=name + "_3_conv",
+                      kernel_initializer="zeros" if zero_last(bn, shortcut) else "he_normal")(y)
     return layers.Add(name=name + "_out")([s, y])
 
 

@@ -90,6 +90,7 @@ def build_resnet(
     preprocessing=None,
     synchronized_bn=False,
     bn_momentum=0.99,
+    zero_init_residual=False,
     default_size=224,
     name="resnet",
     weight_set=None,
@@ -115,6 +116,10 @@ def build_resnet(
         synchronized_bn: synchronize BatchNorm statistics across replicas under tf.distribute.
         bn_momentum: momentum of BatchNorm's moving statistics (Keras' 0.99; PyTorch's
             default is 0.9 in these terms, which short runs need to evaluate well).
+        zero_init_residual: start the last BN scale of each residual branch at 0 (the last
+            conv in V2), so that every block is an identity at initialization (Goyal et al.
+            2017, timm's `zero_init_last`, torchvision's `zero_init_residual`). Plain nets
+            ignore it. Off by default, as in the paper and keras.applications.
         weight_set: the registry row behind `weights`, when the caller resolved a tag.
 
     Returns:
@@ -152,7 +157,7 @@ def build_resnet(
 
     cfg = LAYOUTS[layout]
     bn = {"use_bias": cfg["use_bias"], "epsilon": cfg["epsilon"], "momentum": bn_momentum,
-          "synchronized": synchronized_bn}
+          "synchronized": synchronized_bn, "zero_init_residual": zero_init_residual}
     preact = block == "preact_bottleneck"
     img_input = _input_layer(input_tensor, input_shape, default_size, MIN_SIZE[stem], include_top,
                              pretrained)

@@ -67,7 +67,8 @@ for _d in CIFAR_DEPTHS:
 
 def create(arch_name, *, include_top=True, weights="default", input_tensor=None, input_shape=None,
            pooling=None, classes=1000, classifier_activation="softmax", include_preprocessing=False,
-           variant=None, shortcut="default", synchronized_bn=False, bn_momentum=0.99, name=None):
+           variant=None, shortcut="default", synchronized_bn=False, bn_momentum=0.99,
+           zero_init_residual=False, name=None):
     """Builds the named network `arch_name` (a key of ARCHS); see `ResNet50` for arguments."""
     if arch_name not in ARCHS:
         raise ValueError(f"Unknown architecture {arch_name!r}; known: {sorted(ARCHS)}.")
@@ -104,7 +105,7 @@ def create(arch_name, *, include_top=True, weights="default", input_tensor=None,
         input_shape=input_shape, pooling=pooling, classes=classes,
         classifier_activation=classifier_activation, include_preprocessing=include_preprocessing,
         preprocessing=preprocessing, synchronized_bn=synchronized_bn, bn_momentum=bn_momentum,
-        default_size=arch.default_size, name=name or arch_name,
+        zero_init_residual=zero_init_residual, default_size=arch.default_size, name=name or arch_name,
     )
 
 
@@ -140,7 +141,8 @@ _DOC = """{title} ({ref}).
     `include_preprocessing` (normalization inside the model, for a named weight set),
     `variant` ("v1": keras.applications graph, stride on the 1x1, conv biases; "v1.5":
     torchvision graph, stride on the 3x3, no conv biases, BN epsilon 1e-5), `shortcut`
-    ("A", "B", "C", None), `synchronized_bn` and `bn_momentum`.
+    ("A", "B", "C", None), `synchronized_bn`, `bn_momentum` and `zero_init_residual` (each
+    block an identity at initialization).
     {weights}
     Input: RGB (B, {size}, {size}, 3) by default, at least {min_size}x{min_size}.
     """

@@ -150,3 +150,53 @@ def test_bn_momentum_and_synchronization_reach_every_batch_norm():
     bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
     assert len(bns) == 19
     assert all(l.momentum == 0.9 and l.synchronized for l in bns)
+
+
+def _block_names(model):
+    return [l.name[:-len("_out")] for l in model.layers
+            if l.name.startswith("conv") and l.name.endswith("_out")]
+
+
+@pytest.mark.parametrize("name, size", [("ResNet20", 32), ("ResNet18", 64), ("ResNet50", 64),
+                                        ("ResNet50V2", 64)])
+def test_zero_init_residual_makes_every_identity_block_an_identity(name, size):
+    model = getattr(keras_resnet, name)(weights=None, input_shape=(size, size, 3),
+                                        zero_init_residual=True)
+    blocks = _block_names(model)
+    names = {l.name for l in model.layers}
+    taps = keras.Model(model.input, [model.get_layer(b + "_out").output for b in blocks])
+    x = np.random.default_rng(0).normal(size=(2, size, size, 3)).astype("float32")
+    for training in (False, True):
+        outs = [keras.ops.convert_to_numpy(o) for o in taps(x, training=training)]
+        identities = 0
+        for prev, block, out_prev, out in zip(blocks, blocks[1:], outs, outs[1:]):
+            if not {block + "_0_conv", block + "_0_pad", block + "_0_pool"} & names:
+                np.testing.assert_array_equal(out, out_prev, err_msg=f"{block} after {prev}")
+                identities += 1
+        assert identities >= len(blocks) // 2
+    assert np.abs(outs[-1]).max() > 0
+
+
+def test_zero_init_residual_is_off_by_default_and_ignored_by_plain_nets():
+    default = keras_resnet.ResNet20(weights=None, input_shape=(32, 32, 3), classes=10)
+    plain = keras_resnet.Plain20(weights=None, input_shape=(32, 32, 3), classes=10,
+                                 classifier_activation=None, zero_init_residual=True)
+    zero = keras_resnet.ResNet20(weights=None, input_shape=(32, 32, 3), classes=10,
+                                 zero_init_residual=True)
+    for model, zeros in ((default, 0), (plain, 0), (zero, 9)):
+        gammas = {l.name: keras.ops.convert_to_numpy(l.gamma) for l in model.layers
+                  if isinstance(l, keras.layers.BatchNormalization)}
+        zeroed = [n for n, g in gammas.items() if not g.any()]
+        assert len(zeroed) == zeros and all(n.endswith("_2_bn") for n in zeroed)
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
+    logits = keras.ops.convert_to_numpy(plain(x))
+    assert np.abs(logits[0] - logits[1]).max() > 1e-3 * np.abs(logits).max() > 0
+
+
+@pytest.mark.slow
+def test_resnet1202_with_zero_init_residual_is_finite_in_inference_at_initialization():
+    model = keras_resnet.ResNet1202(weights=None, input_shape=(32, 32, 3), classes=10,
+                                    zero_init_residual=True)
+    out = keras.ops.convert_to_numpy(model(np.random.rand(2, 32, 32, 3).astype("float32")))
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
