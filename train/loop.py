@@ -77,7 +77,8 @@ def build_model(recipe: recipes_lib.Recipe, info: data_lib.DatasetInfo,
     x = keras.layers.Normalization(axis=axis, mean=mean, variance=np.ones_like(mean),
                                    dtype="float32", name="mean_subtraction")(inputs)
     kwargs = dict(weights=None, input_tensor=x, classes=info.num_classes,
-                  synchronized_bn=synchronized_bn, bn_momentum=recipe.bn_momentum)
+                  synchronized_bn=synchronized_bn, bn_momentum=recipe.bn_momentum,
+                  zero_init_residual=recipe.zero_init_residual)
     name = _check_model_name(recipe.model)
     if recipe.shortcut != "default":
         if name.startswith("plain"):

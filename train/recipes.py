@@ -10,8 +10,8 @@ the paper's CIFAR recipe shortened to 400 steps of ResNet-20 on Fashion-MNIST (a
 two CPU cores).
 
 `scale` shortens (or lengthens) a recipe: it multiplies every iteration count of the schedule
-(`steps`, `lr_boundaries`, `warmup_steps`) and nothing else, so `scale=0.05` turns the paper's
-32k/48k/64k into 1600/2400/3200.
+(`steps`, `lr_boundaries`, and `warmup_steps` unless `warmup_scales` is off) and nothing else,
+so `scale=0.05` turns the paper's 32k/48k/64k into 1600/2400/3200.
 """
 
 import dataclasses
@@ -45,10 +45,12 @@ class Recipe:
     (to 0 at `steps`), 'plateau' (multiply by `lr_decay` when the evaluation error has not
     improved by `plateau_min_delta` for `plateau_patience` evaluations), 'constant'.
     `warmup_steps` first steps use 'constant' `warmup_lr` (the paper's ResNet-110) or a
-    'linear' ramp from `warmup_lr` to the peak. `weight_decay` is an L2 penalty
+    'linear' ramp from `warmup_lr` to the peak; `warmup_scales` off keeps `warmup_steps` as
+    it is under `scale` (capped at a tenth of the run). `weight_decay` is an L2 penalty
     `weight_decay / 2 * ||w||^2` on conv and dense kernels only (Caffe's weight_decay).
     Model: `bn_momentum` is BatchNorm's moving-average momentum (0.9, PyTorch's default:
-    Keras' 0.99 lags the weights in short runs, so evaluation in inference mode suffers).
+    Keras' 0.99 lags the weights in short runs, so evaluation in inference mode suffers);
+    `zero_init_residual` starts each residual branch's last BN scale at 0 (not the paper's).
     `shortcut` 'default' (the variant's: A for CIFAR nets, B for ImageNet nets) or
     'A', 'B', 'C' (sec. 3.3); `synchronized_bn` None: synchronized with several replicas.
     `mixed_precision` 'off'/'float32', 'auto' (see `train.strategies.precision_policy`),
@@ -83,6 +85,7 @@ class Recipe:
     warmup_steps: int = 0
     warmup: str = "constant"
     warmup_lr: float = 0.01
+    warmup_scales: bool = True
     plateau_patience: int = 3
     plateau_min_delta: float = 0.001
     weight_decay: float = 1e-4
@@ -91,6 +94,7 @@ class Recipe:
     shortcut: str = "default"
     synchronized_bn: typing.Optional[bool] = None
     bn_momentum: float = 0.9
+    zero_init_residual: bool = False
     mixed_precision: str = "off"
     xla: str = "off"
     # run
@@ -121,8 +125,13 @@ class Recipe:
 
     @property
     def warmup_iterations(self) -> int:
-        """`warmup_steps * scale`, at least 1 when there is a warm-up."""
-        return max(1, round(self.warmup_steps * self.scale)) if self.warmup_steps else 0
+        """`warmup_steps * scale`, at least 1 when there is a warm-up; with `warmup_scales`
+        off, `warmup_steps` (at most a tenth of the run, at least 1)."""
+        if not self.warmup_steps:
+            return 0
+        if not self.warmup_scales:
+            return max(1, min(self.warmup_steps, self.total_steps // 10))
+        return max(1, round(self.warmup_steps * self.scale))
 
     @property
     def peak_lr(self) -> float:
@@ -294,10 +303,12 @@ For the paper's 45k/5k train/val split, override `train_split="train[:45000]",
 eval_split="train[45000:]"`."""
 
 PAPER_CIFAR110 = dataclasses.replace(
-    PAPER_CIFAR, name="paper_cifar110", model="resnet110", warmup_steps=400, warmup_lr=0.01
+    PAPER_CIFAR, name="paper_cifar110", model="resnet110", warmup_steps=400, warmup_lr=0.01,
+    warmup_scales=False,
 )
 """Sec. 4.2 for ResNet-110: lr 0.01 until training error is below 80% (about 400 iterations),
-then the paper's CIFAR schedule."""
+then the paper's CIFAR schedule. The warm-up is what it takes to leave the start, not a part
+of the schedule: shorter runs keep its 400 iterations (at most a tenth of the run)."""
 
 PAPER_IMAGENET = Recipe(
     name="paper_imagenet", model="resnet50", dataset="imagenet2012", augment="imagenet",

@@ -14,7 +14,7 @@ import pytest
 
 import keras_resnet
 import train.experiments as experiments
-from train.experiments import Config, report, responses, runner
+from train.experiments import Config, degradation, report, responses, runner
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Not deterministic: op determinism is process-wide and would stay on for later tests.
@@ -189,6 +189,9 @@ def test_depth_table_holds_the_paper_numbers():
 
     assert [depth.PAPER_TABLE6[d] for d in (20, 32, 44, 56, 110)] == [8.75, 7.51, 7.17, 6.97,
                                                                       6.43]
+    # What the report's "paper (%)" column prints: ResNet-110 as Table 6 does, best (mean±std).
+    assert [depth._paper(runner.net_for(m)) for m in ("resnet20", "resnet110", "plain20")] == \
+        ["8.75", "6.43 (6.61±0.16)", "-"]
 
 
 # ------------------------------------------------------------------------ pieces and errors
@@ -204,7 +207,13 @@ def test_sizes_scale_the_paper_schedule():
     custom = runner.recipe_for(net, 0, Config(steps=2000, overrides={"eval_split": "test[:10]"}))
     assert (custom.total_steps, custom.boundaries, custom.eval_split) == (2000, (1000, 1500),
                                                                          "test[:10]")
-    assert runner.recipe_for(runner.net_for("resnet110"), 0, Config(steps=2000)).warmup_iterations
+    # ResNet-110's warm-up (sec. 4.2, ~400 iterations) is not shrunk with the schedule.
+    assert runner.recipe_for(runner.net_for("resnet110"), 0,
+                             Config(steps=2000)).warmup_iterations == 200
+    assert runner.recipe_for(runner.net_for("resnet110"), 0,
+                             Config(steps=8000)).warmup_iterations == 400
+    assert runner.recipe_for(runner.net_for("resnet110"), 0,
+                             Config(smoke=True)).warmup_iterations == 4
 
 
 @pytest.mark.parametrize("call,message", [
@@ -252,3 +261,71 @@ def test_layer_responses_match_hand_computed_batchnorm():
         gamma, beta, mean, var = bn.get_weights()
         y = (x - mean) / np.sqrt(var + bn.epsilon) * gamma + beta
         assert stds[name] == pytest.approx(y.std(), rel=1e-4)
+
+
+# ----------------------------------------------------- reports from synthetic run records
+
+
+def _record(model, train_errors, test_error, tmp_path, steps=100):
+    """A RunRecord of `model` whose logged training error goes through `train_errors`
+    (%, one per step 1..steps, the last 10 of which form the final figure) and whose
+    evaluation error is 2 points above it every 10 steps."""
+    net = runner.net_for(model)
+    recipe = runner.recipe_for(net, 0, Config(steps=steps))
+    rows = [{"step": str(s), "train_accuracy": str(1 - e / 100),
+             "eval_accuracy": str(1 - (e + 2) / 100) if s % 10 == 0 else ""}
+            for s, e in zip(range(1, steps + 1), train_errors)]
+    spec = runner.RunSpec(net, 0, recipe, str(tmp_path / model))
+    return runner.RunRecord(spec, {"steps": steps, "test_error": test_error / 100,
+                                   "params": 1000}, rows)
+
+
+def _falling(start, end, steps=100):
+    return list(np.linspace(start, end, steps))
+
+
+def test_final_training_error_averages_the_last_tenth_of_the_run(tmp_path):
+    errors = [90.0] * 90 + [10.0, 12.0, 14.0, 16.0, 18.0, 20.0, 22.0, 24.0, 26.0, 28.0]
+    record = _record("resnet20", errors, 9.0, tmp_path)
+    assert record.train_error == pytest.approx(19.0)  # steps 91..100, not step 100's 28
+    assert record.test_error == pytest.approx(9.0)
+
+
+@pytest.mark.parametrize("paper_like", [True, False])
+def test_degradation_findings_read_training_error_not_test_error(tmp_path, paper_like):
+    """Training errors ordered as in Fig. 6 (or the reverse) with test errors in the opposite
+    order: the findings follow the training errors."""
+    final = {"plain20": 10.0, "plain56": 14.0, "resnet20": 8.0, "resnet56": 5.0}
+    if not paper_like:
+        final = {"plain20": 14.0, "plain56": 10.0, "resnet20": 5.0, "resnet56": 12.0}
+    records = [_record(m, _falling(80, e), 30.0 - e, tmp_path) for m, e in final.items()]
+    markdown, results = degradation.report_runs(records, Config(steps=100), str(tmp_path))
+    assert results["findings"] == {
+        "plain_deeper_higher_train_error": paper_like,
+        "resnet_deeper_lower_train_error": paper_like,
+        "resnet_lower_train_error_than_plain_at_each_depth": paper_like,
+    }
+    verdict = "**holds**" if paper_like else "**does not hold**"
+    assert f"- plain nets, deeper -> higher training error: {verdict}" in markdown
+    rows = {r[0]: r for r in table_rows(markdown)}
+    tail = {m: np.mean(_falling(80, e)[90:]) for m, e in final.items()}
+    assert rows["plain-56"][3] == f"{tail['plain56']:.2f}"
+    assert rows["plain-56"][4] == f"{30.0 - final['plain56']:.2f}"
+
+
+def test_fig6_plot_draws_training_dashed_and_test_bold_and_zooms_past_the_start(tmp_path):
+    records = {m: [_record(m, [95.0] * 5 + _falling(40, e, 95), 9.0, tmp_path)]
+               for m, e in (("resnet20", 12.0), ("resnet56", 8.0))}
+    fig = report.error_curves_figure([("ResNets", records)])
+    (ax,) = fig.axes
+    lines = ax.get_lines()
+    assert [(l.get_linestyle(), l.get_linewidth()) for l in lines] == [("--", 1.0), ("-", 2.5)] * 2
+    train_line, eval_line = lines[0], lines[1]
+    assert list(train_line.get_xdata()) == list(range(1, 101))
+    assert list(eval_line.get_xdata()) == list(range(10, 101, 10))
+    assert eval_line.get_label() == "ResNet-20"
+    # The first iterations (95%) leave the plot; every error after the first tenth is on it.
+    bottom, top = ax.get_ylim()
+    assert bottom == 0 and 42.0 <= top < 60.0
+    assert report.plot_error_curves([("ResNets", records)], str(tmp_path / "f.png"),
+                                    "test") == str(tmp_path / "f.png")

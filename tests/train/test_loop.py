@@ -110,6 +110,19 @@ def test_build_model_shortcut_field(helpers, model, shortcut, projections):
     assert built.output_shape == (None, 10)
 
 
+@pytest.mark.parametrize("zero_init", [False, True])
+def test_build_model_zero_init_residual_field(helpers, zero_init):
+    """Recipe field `zero_init_residual` reaches the model: resnet8's 3 blocks start with their
+    last BN scale at 0 (each block an identity), and only those."""
+    built = loop.build_model(helpers.tiny_recipe(model="resnet8", zero_init_residual=zero_init),
+                             _synthetic_info())
+    zeroed = sorted(layer.name for layer in built.layers
+                    if isinstance(layer, keras.layers.BatchNormalization)
+                    and not np.any(layer.gamma.numpy()))
+    assert zeroed == (["conv2_block1_2_bn", "conv3_block1_2_bn", "conv4_block1_2_bn"]
+                      if zero_init else [])
+
+
 def test_plain_net_with_shortcut_raises(helpers):
     with pytest.raises(ValueError, match="plain net"):
         loop.build_model(helpers.tiny_recipe(model="plain8", shortcut="B"), _synthetic_info())

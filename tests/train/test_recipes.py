@@ -59,10 +59,18 @@ def test_optimizer_applies_the_boundary_at_the_right_update():
 
 
 def test_scale_shortens_every_iteration_count():
-    r = recipes.resolve("paper_cifar110", scale=0.05)
+    r = recipes.resolve("paper_cifar", warmup_steps=400, scale=0.05)
     assert (r.total_steps, r.boundaries, r.warmup_iterations) == (3_200, (1_600, 2_400), 20)
     np.testing.assert_allclose(lr_at(r.learning_rate(), 19, 20, 1_599, 1_600, 2_400),
                                [0.01, 0.1, 0.1, 0.01, 0.001], rtol=1e-6)
+    # The paper's ResNet-110 warm-up lasts "until training error is below 80% (about 400
+    # iterations)" however long the run: kept under scale, capped at a tenth of the run.
+    r = recipes.resolve("paper_cifar110", scale=0.05)
+    assert (r.total_steps, r.boundaries, r.warmup_iterations) == (3_200, (1_600, 2_400), 320)
+    np.testing.assert_allclose(lr_at(r.learning_rate(), 319, 320, 1_599, 1_600),
+                               [0.01, 0.1, 0.1, 0.01], rtol=1e-6)
+    assert recipes.resolve("paper_cifar110", scale=0.5).warmup_iterations == 400
+    assert recipes.resolve("paper_cifar110", scale=2.0).warmup_iterations == 400
     assert (SMOKE.total_steps, SMOKE.boundaries) == (400, (200, 300))
     with pytest.raises(ValueError, match="merges lr_boundaries"):
         recipes.resolve("paper_cifar", scale=1e-5)

@@ -36,9 +36,11 @@ def _paper(net) -> str:
 
 def plot_test_error(nets_json, path: str) -> str:
     """Test error against depth: ours (best and mean±std over seeds) and Table 6's."""
-    plt = report.pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ours = [n for n in nets_json if not n["plain"]]
+    from matplotlib.ticker import NullLocator
+
+    fig = report.figure(figsize=(6, 4))
+    ax = fig.subplots()
+    ours = sorted((n for n in nets_json if not n["plain"]), key=lambda n: n["depth"])
     depths = [n["depth"] for n in ours]
     ax.errorbar(depths, [n["test_error_pct"]["mean"] for n in ours],
                 yerr=[n["test_error_pct"]["std"] for n in ours], marker="o", capsize=3,
@@ -53,7 +55,7 @@ def plot_test_error(nets_json, path: str) -> str:
             ax.plot([n["depth"]], [n["test_error_pct"]["mean"]], "x", ms=8,
                     label=report.pretty_net(n["net"]))
     ax.set_xscale("log")
-    ax.xaxis.set_minor_locator(plt.NullLocator())
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xticks(sorted(set(depths) | set(PAPER_TABLE6)))
     ax.set_xticklabels([str(d) for d in sorted(set(depths) | set(PAPER_TABLE6))])
     ax.set_xlabel("layers")

@@ -83,8 +83,8 @@ def plot_responses(responses: dict, path: str) -> str:
     plain nets dashed, ResNets solid. `responses`: {net label: [std, ...]}."""
     from train.experiments import report
 
-    plt = report.pyplot()
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7))
+    fig = report.figure(figsize=(8, 7))
+    top, bottom = fig.subplots(2, 1)
     for i, (label, stds) in enumerate(responses.items()):
         style = dict(color=f"C{i}", ls="--" if label.startswith("plain") else "-",
                      label=report.pretty_net(label), lw=1.5)
