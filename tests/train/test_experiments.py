@@ -313,6 +313,17 @@ def test_degradation_findings_read_training_error_not_test_error(tmp_path, paper
     assert rows["plain-56"][4] == f"{30.0 - final['plain56']:.2f}"
 
 
+def test_degradation_plot_has_a_panel_per_family_it_trained(tmp_path, monkeypatch):
+    panels = []
+    monkeypatch.setattr(report, "plot_error_curves",
+                        lambda p, path, label: panels.append([t for t, _ in p]) or path)
+    resnets = [_record(m, _falling(80, 8.0), 9.0, tmp_path) for m in ("resnet20", "resnet32")]
+    plain = [_record("plain20", _falling(80, 12.0), 13.0, tmp_path)]
+    degradation.report_runs(resnets, Config(steps=100), str(tmp_path))
+    degradation.report_runs(plain + resnets, Config(steps=100), str(tmp_path))
+    assert panels == [["ResNets"], ["plain networks", "ResNets"]]
+
+
 def test_fig6_plot_draws_training_dashed_and_test_bold_and_zooms_past_the_start(tmp_path):
     records = {m: [_record(m, [95.0] * 5 + _falling(40, e, 95), 9.0, tmp_path)]
                for m, e in (("resnet20", 12.0), ("resnet56", 8.0))}

@@ -70,11 +70,11 @@ def report_runs(records, config: runner.Config, root: str, data_dir=None) -> tup
                      for d in depths) + ")" if depths else ""))
 
     recipe = records[0].spec.recipe
-    plot = report.plot_error_curves(
-        [("plain networks", {k: v for k, v in grouped.items() if v[0].net.plain}),
-         ("ResNets", {k: v for k, v in grouped.items() if not v[0].net.plain})],
-        os.path.join(root, "degradation.png"), report.eval_label(recipe),
-    )
+    panels = [(title, {k: v for k, v in grouped.items() if v[0].net.plain == plain})
+              for title, plain in (("plain networks", True), ("ResNets", False))]
+    plot = report.plot_error_curves([p for p in panels if p[1]],
+                                    os.path.join(root, "degradation.png"),
+                                    report.eval_label(recipe))
     steps = records[0].steps
     markdown = (
         f"# {TITLE}\n\n"
