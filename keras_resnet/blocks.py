@@ -46,7 +46,7 @@ def zero_last(bn, shortcut):
     """Whether a block's last BN (or V2's last conv) starts at 0, making the block an identity
     at initialization (`bn["zero_init_residual"]`; Goyal et al. 2017). Never in plain blocks,
     where it would cut the signal."""
-    return bool(bn.get("zero_init_residual")) and shortcut is not None
+    return bn["zero_init_residual"] and shortcut is not None
 
 
 def shortcut_branch(x, filters, stride, shortcut, name, bn, source=None, project_bn=True):
