@@ -99,6 +99,12 @@ def mean_curve(records, key: str) -> tuple:
     return steps, [float(np.mean([c[s] for c in curves])) for s in steps]
 
 
+def _late_max(steps, err) -> float:
+    """The highest error after the first tenth of the run (0 for an empty curve)."""
+    late = [e for s, e in zip(steps, err) if s >= 0.1 * steps[-1]] if steps else []
+    return max(late or err or [0.0])
+
+
 def error_curves_figure(panels, eval_label: str = "test"):
     """The paper's Fig. 6 as a Figure: per panel (title, {label: records}), training error
     dashed and `eval_label` error bold against iterations, one colour per net.
@@ -112,16 +118,12 @@ def error_curves_figure(panels, eval_label: str = "test"):
     for ax, (title, nets) in zip(axes[0], panels):
         top = 0.0
         for i, (label, records) in enumerate(nets.items()):
-            color = f"C{i}"
-            for key, style in (("train_accuracy", dict(ls="--", lw=1.0)),
-                               ("eval_accuracy", dict(ls="-", lw=2.5, label=pretty_net(label)))):
-                steps, err = mean_curve(records, key)
-                if key == "eval_accuracy" and len(steps) < 3:
-                    style["marker"] = "o"
-                ax.plot(steps, err, color=color, **style)
-                if steps:
-                    late = [e for s, e in zip(steps, err) if s >= 0.1 * steps[-1]] or err
-                    top = max(top, max(late))
+            train_steps, train_err = mean_curve(records, "train_accuracy")
+            ax.plot(train_steps, train_err, ls="--", lw=1.0, color=f"C{i}")
+            steps, err = mean_curve(records, "eval_accuracy")
+            ax.plot(steps, err, ls="-", lw=2.5, color=f"C{i}", label=pretty_net(label),
+                    marker="o" if len(steps) < 3 else None)
+            top = max(top, _late_max(train_steps, train_err), _late_max(steps, err))
         ax.set_title(title)
         ax.set_xlabel("iterations")
         ax.set_ylabel("error (%)")
