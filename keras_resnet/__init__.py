@@ -4,17 +4,20 @@
     model = keras_resnet.ResNet50(weights="imagenet")
     x = keras_resnet.preprocess_input(images, mode="caffe")
     keras_resnet.decode_predictions(model.predict(x))
+
+    arch = keras_resnet.resolve("resnet8")       # any ARCHS key, or resnetN/plainN, N = 6n+2
+    model = keras_resnet.create("resnet8", weights=None, input_shape=(32, 32, 3), classes=10)
 """
 
 from keras_resnet import weights
 from keras_resnet.analysis import count_multiply_adds, feature_extractor, stage_names
 from keras_resnet.builder import build_resnet
-from keras_resnet.layers import ImageNormalization, ZeroPadShortcut
+from keras_resnet.layers import FusedBatchNormalization, ImageNormalization, ZeroPadShortcut
 from keras_resnet.preprocessing import decode_predictions, preprocess_input
-from keras_resnet.variants import (ARCHS, Plain18, Plain20, Plain32, Plain34, Plain44, Plain50,
+from keras_resnet.variants import (ARCHS, Arch, Plain18, Plain20, Plain32, Plain34, Plain44, Plain50,
                                    Plain56, Plain101, Plain110, Plain152, Plain1202, ResNet,
                                    ResNet18, ResNet20, ResNet32, ResNet34, ResNet44, ResNet50,
                                    ResNet50V2, ResNet56, ResNet101, ResNet101V2, ResNet110,
-                                   ResNet152, ResNet152V2, ResNet1202, create)
+                                   ResNet152, ResNet152V2, ResNet1202, create, resolve)
 
 __version__ = "0.1.0"

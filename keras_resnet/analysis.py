@@ -10,16 +10,20 @@ def count_multiply_adds(model):
     """Multiply-accumulates of one forward pass of one image (the paper's "FLOPs", Table 1).
 
     Counts convolutions and dense layers (the terms Table 1 counts); needs a static input size.
+    Either data format: each conv's output size is read on its own spatial axes.
     """
     total = 0
     for layer in _leaf_layers(model):
         if isinstance(layer, layers.Conv2D):
             out = layer.output.shape
-            if None in out[1:3]:
-                raise ValueError(f"count_multiply_adds needs a static input size; {model.name} "
-                                 f"has output {out} at {layer.name}. Build with input_shape=(H, W, C).")
+            h, w = out[2:4] if layer.data_format == "channels_first" else out[1:3]
+            if h is None or w is None:
+                raise ValueError(
+                    f"count_multiply_adds needs a static input size; {model.name} has output "
+                    f"{out} at {layer.name}. Build with input_shape=(H, W, C) (channels_first: "
+                    "(C, H, W)).")
             kh, kw, cin, cout = layer.kernel.shape
-            total += out[1] * out[2] * kh * kw * cin * cout // layer.groups
+            total += h * w * kh * kw * cin * cout // layer.groups
         elif isinstance(layer, layers.Dense):
             total += math.prod(layer.kernel.shape)
     return total
@@ -55,7 +59,7 @@ def feature_extractor(model, levels=None):
     """A multi-output model: images -> {"C2": (B, H/4, W/4, C2), ..., "C5": (B, H/32, W/32, C5)}.
 
     For detection and segmentation heads (FPN, U-Net). Shares weights with `model`. `levels`
-    picks a subset, e.g. ("C3", "C4", "C5").
+    picks a subset, e.g. ("C3", "C4", "C5"). A channels_first model gives (B, C_i, H/s, W/s).
     """
     names = stage_names(model)
     if levels is not None:

@@ -1,14 +1,17 @@
 """Residual blocks and stages of He et al., "Deep Residual Learning for Image Recognition" (2016).
 
-Blocks take NHWC tensors and a `shortcut` rule (sec. 3.3): "A" identity with zero-padded
-channels, "B" projection only where dimensions increase, "C" projection everywhere, or None
-for the plain nets of sec. 4.1. Layer names follow keras.applications
+Blocks take image tensors in the net's data format (`bn["data_format"]`: channels_last
+(B, H, W, C) or channels_first (B, C, H, W)) and a `shortcut` rule (sec. 3.3): "A" identity with
+zero-padded channels, "B" projection only where dimensions increase, "C" projection everywhere,
+or None for the plain nets of sec. 4.1. Layer names follow keras.applications
 (`conv2_block1_1_conv`, `conv2_block1_0_conv` for the projection, ...): weights load by name.
+Keras' own layers (Conv2D, pooling, padding) read the data format from `keras.config`; the
+builder checks it once.
 """
 
 from keras import layers
 
-from keras_resnet.layers import ZeroPadShortcut
+from keras_resnet.layers import FusedBatchNormalization, ZeroPadShortcut, channel_axis
 
 SHORTCUTS = ("A", "B", "C", None)
 
@@ -27,11 +30,14 @@ def conv(x, filters, kernel, stride, name, use_bias):
 
 
 def batch_norm(x, name, bn, zero_gamma=False):
-    """BatchNormalization with the net's settings `bn` (epsilon, momentum, synchronized);
-    `zero_gamma` starts its scale at 0."""
-    return layers.BatchNormalization(
-        axis=-1, epsilon=bn["epsilon"], momentum=bn["momentum"], synchronized=bn["synchronized"],
-        gamma_initializer="zeros" if zero_gamma else "ones", name=name,
+    """BatchNormalization over the channel axis with the net's settings `bn` (epsilon, momentum,
+    synchronized, data_format); `zero_gamma` starts its scale at 0. The layer is
+    `FusedBatchNormalization`: keras.layers.BatchNormalization with a fused TensorFlow
+    training kernel, same config and weights."""
+    return FusedBatchNormalization(
+        axis=channel_axis(bn["data_format"]), epsilon=bn["epsilon"], momentum=bn["momentum"],
+        synchronized=bn["synchronized"], gamma_initializer="zeros" if zero_gamma else "ones",
+        name=name,
     )(x)
 
 
@@ -57,7 +63,7 @@ def shortcut_branch(x, filters, stride, shortcut, name, bn, source=None, project
     """
     if shortcut is None:
         return None
-    grows = x.shape[-1] != filters
+    grows = x.shape[channel_axis(bn["data_format"])] != filters
     if shortcut == "C" or (shortcut == "B" and grows):
         s = layers.Conv2D(
             filters, 1, strides=stride, use_bias=bn["use_bias"] or not project_bn,
@@ -65,7 +71,7 @@ def shortcut_branch(x, filters, stride, shortcut, name, bn, source=None, project
         )(x if source is None else source)
         return batch_norm(s, name + "_0_bn", bn) if project_bn else s
     if grows:
-        return ZeroPadShortcut(filters, stride, name=name + "_0_pad")(x)
+        return ZeroPadShortcut(filters, stride, bn["data_format"], name=name + "_0_pad")(x)
     if stride > 1:
         return layers.MaxPooling2D(1, strides=stride, name=name + "_0_pool")(x)
     return x

@@ -23,8 +23,8 @@ import numpy as np
 from absl import app, flags
 
 from keras_resnet import variants
-from keras_resnet.weights import assign_weights, read_h5, registry
-from keras_resnet.weights import timm as torch_weights
+from keras_resnet.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from keras_resnet.weights import assign_weights, read_h5, registry, torch_checkpoints
 
 MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
@@ -35,7 +35,6 @@ def _source(model_name, weights):
         return weights, None
     if model_name not in MODELS:
         raise ValueError(f"--model must be one of {MODELS}; received {model_name!r}.")
-    torch_weights.refuse_noncommercial(model_name, weights)
     row = registry.get(model_name, weights)
     if row.layout not in ("safetensors", "torch_pth"):
         raise ValueError(f"{model_name} weights {weights!r} are already a Keras file ({row.url}); "
@@ -50,8 +49,8 @@ def _sidecar(model_name, tag, row, src, sha256, classes):
             "license": "unknown: that of the file's origin", "top1": None, "classes": classes,
             "variant": "v1.5", "source_file": os.path.abspath(src), "source_sha256": sha256,
             # torchvision/timm defaults; a file trained otherwise needs its own values.
-            "preprocessing": {"mode": "torch", "mean": list(torch_weights.IMAGENET_MEAN),
-                              "std": list(torch_weights.IMAGENET_STD), "input_size": 224,
+            "preprocessing": {"mode": "torch", "mean": list(IMAGENET_MEAN),
+                              "std": list(IMAGENET_STD), "input_size": 224,
                               "crop_fraction": 0.875, "assumed": True},
         }
     return {
@@ -73,12 +72,12 @@ def convert(model_name, weights, out_dir, tag=None):
     src, row = _source(model_name, weights)
     tag = tag or (row.tag if row else re.sub(r"[^A-Za-z0-9_.-]", "_",
                                               os.path.basename(src).split(".")[0]))
-    state = torch_weights.read_state_dict(src)
+    state = torch_checkpoints.read_state_dict(src)
     fc = state.get("fc.weight")
     classes = int(np.shape(fc)[0]) if fc is not None else None
     model = variants.create(model_name, weights=None, variant="v1.5", include_top=fc is not None,
                             classes=classes or 1000)
-    assign_weights(model, torch_weights.torch_state_dict_to_keras(state, model))
+    assign_weights(model, torch_checkpoints.torch_state_dict_to_keras(state, model))
 
     os.makedirs(out_dir, exist_ok=True)
     base = os.path.join(out_dir, f"{model_name}_{tag}")

@@ -5,7 +5,7 @@ ImageNet rows follow Table 1 of He et al. (2016); CIFAR rows follow sec. 4.2 (6n
 """
 
 import dataclasses
-import inspect
+import re
 
 from keras_resnet import weights as W
 from keras_resnet.builder import build_resnet
@@ -14,8 +14,13 @@ from keras_resnet.preprocessing import normalization_constants
 
 @dataclasses.dataclass(frozen=True)
 class Arch:
-    """One row: the block kind, the stage spec and the stem of a named network."""
+    """One row: the block kind, the stage spec and the stem of a named network.
 
+    `name` is the row's canonical name (`resolve(row.name) == row`), the default model name
+    and the key of its weight sets in the registry.
+    """
+
+    name: str
     block: str
     stages: tuple
     stem: str = "imagenet"
@@ -26,70 +31,108 @@ class Arch:
     weights: str | None = None  # default weights, as keras.applications
 
 
-def _imagenet(block, blocks, **kw):
+def _imagenet(name, block, blocks, **kw):
     filters = (64, 128, 256, 512)
-    return Arch(block, tuple(zip(filters, blocks, (1, 2, 2, 2))), **kw)
+    return Arch(name, block, tuple(zip(filters, blocks, (1, 2, 2, 2))), **kw)
 
 
-def _v2(blocks):
+def _v2(name, blocks):
     filters = (64, 128, 256, 512)
-    return Arch("preact_bottleneck", tuple(zip(filters, blocks, (2, 2, 2, 1))), layout="v2",
+    return Arch(name, "preact_bottleneck", tuple(zip(filters, blocks, (2, 2, 2, 1))), layout="v2",
                 stride_at="last", weights="imagenet")
-
-
-def _cifar(depth, shortcut="A"):
-    if depth < 8 or (depth - 2) % 6:
-        raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, 32, ...); "
-                         f"received depth={depth}.")
-    n = (depth - 2) // 6
-    return Arch("basic", ((16, n, 1), (32, n, 2), (64, n, 2)), stem="cifar", shortcut=shortcut,
-                layout="v1.5", default_size=32)
 
 
 IMAGENET_DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
                    50: ("bottleneck", (3, 4, 6, 3)), 101: ("bottleneck", (3, 4, 23, 3)),
                    152: ("bottleneck", (3, 8, 36, 3))}
-CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)
+CIFAR_DEPTHS = (20, 32, 44, 56, 110, 1202)  # the named ones (Table 6); any 6n+2 >= 8 resolves
+
+
+def cifar_arch(depth, plain=False):
+    """The CIFAR net of `depth` = 6n+2 layers (sec. 4.2): three stages of n basic blocks with
+    16/32/64 filters, option-A shortcuts (none if `plain`). The one place the 6n+2 rule lives.
+
+    Named `resnet{depth}` / `plain{depth}`; where that name is an ImageNet net (depths 50 and
+    152 are also 6n+2) the CIFAR row is `resnet{depth}_cifar`.
+    """
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+        raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, 32, ...); "
+                         f"received depth={depth!r}.")
+    n = (depth - 2) // 6
+    name = f"{'plain' if plain else 'resnet'}{depth}" + ("_cifar" if depth in IMAGENET_DEPTHS else "")
+    return Arch(name, "basic", ((16, n, 1), (32, n, 2), (64, n, 2)), stem="cifar",
+                shortcut=None if plain else "A", layout="v1.5", default_size=32)
+
 
 ARCHS = {}
 for _d, (_block, _blocks) in IMAGENET_DEPTHS.items():
-    _bottleneck = _block == "bottleneck"
-    ARCHS[f"resnet{_d}"] = _imagenet(_block, _blocks, layout="v1" if _bottleneck else "v1.5",
+    _layout = "v1" if _block == "bottleneck" else "v1.5"
+    ARCHS[f"resnet{_d}"] = _imagenet(f"resnet{_d}", _block, _blocks, layout=_layout,
                                      weights="imagenet")
-    ARCHS[f"plain{_d}"] = _imagenet(_block, _blocks, shortcut=None,
-                                    layout="v1" if _bottleneck else "v1.5")
+    ARCHS[f"plain{_d}"] = _imagenet(f"plain{_d}", _block, _blocks, shortcut=None, layout=_layout)
 for _d, _blocks in ((50, (3, 4, 6, 3)), (101, (3, 4, 23, 3)), (152, (3, 8, 36, 3))):
-    ARCHS[f"resnet{_d}v2"] = _v2(_blocks)
+    ARCHS[f"resnet{_d}v2"] = _v2(f"resnet{_d}v2", _blocks)
 for _d in CIFAR_DEPTHS:
-    ARCHS[f"resnet{_d}"] = _cifar(_d)
-    ARCHS[f"plain{_d}"] = _cifar(_d, shortcut=None)
+    ARCHS[f"resnet{_d}"] = cifar_arch(_d)
+    ARCHS[f"plain{_d}"] = cifar_arch(_d, plain=True)
+del _d, _block, _blocks, _layout
+
+_CIFAR_NAME = re.compile(r"(resnet|plain)([1-9]\d*)(_cifar)?")
 
 
-def create(arch_name, *, include_top=True, weights="default", input_tensor=None, input_shape=None,
-           pooling=None, classes=1000, classifier_activation="softmax", include_preprocessing=False,
-           variant=None, shortcut="default", synchronized_bn=False, bn_momentum=0.99,
-           zero_init_residual=False, name=None):
-    """Builds the named network `arch_name` (a key of ARCHS); see `ResNet50` for arguments."""
-    if arch_name not in ARCHS:
-        raise ValueError(f"Unknown architecture {arch_name!r}; known: {sorted(ARCHS)}.")
-    arch = ARCHS[arch_name]
+def resolve(name):
+    """The architecture row for `name`, case-insensitive; nothing is added to `ARCHS`.
+
+    `name` is a key of `ARCHS` ('resnet50', 'resnet50v2', 'plain34', 'resnet110', ...), or
+    'resnetN' / 'plainN' for any CIFAR depth N = 6n+2 >= 8 ('resnet8', 'plain14'), or
+    'resnetN_cifar' / 'plainN_cifar' for the CIFAR net where N is also an ImageNet depth (50,
+    152). `resolve(row.name)` gives the row back.
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"An architecture name must be a string such as 'resnet50'; received "
+                         f"{name!r} ({type(name).__name__}).")
+    key = name.strip().lower()
+    if key in ARCHS:
+        return ARCHS[key]
+    match = _CIFAR_NAME.fullmatch(key)
+    if match and (match[3] or int(match[2]) not in IMAGENET_DEPTHS):
+        try:
+            return cifar_arch(int(match[2]), plain=match[1] == "plain")
+        except ValueError:
+            pass
+    raise ValueError(f"Unknown architecture {name!r}: expected one of {sorted(ARCHS)}, or "
+                     "'resnetN' / 'plainN' with N = 6n+2 >= 8 for a CIFAR net (sec. 4.2: 8, 14, "
+                     "20, 26, 32, ...; 'resnet50_cifar' where N is also an ImageNet depth).")
+
+
+def create(arch_name, include_top=True, weights="default", input_tensor=None, input_shape=None,
+           pooling=None, classes=1000, classifier_activation="softmax", name=None, *,
+           include_preprocessing=False, variant=None, shortcut="default", synchronized_bn=False,
+           bn_momentum=0.99, zero_init_residual=False):
+    """Builds the network `arch_name`: any name `resolve` accepts, or an `Arch` row.
+
+    The arguments after `arch_name` are keras.applications' (in its positional order); the
+    keyword-only ones are ours. See `ResNet50` for what each does. `weights="default"` is the
+    row's own default (keras.applications' "imagenet" where a weight set exists, else None).
+    """
+    arch = arch_name if isinstance(arch_name, Arch) else resolve(arch_name)
     if weights == "default":
         weights = arch.weights
     row = None
-    if isinstance(weights, str) and (weights in W.tags(arch_name) or not _looks_like_path(weights)):
-        row = W.get(arch_name, weights)
+    if isinstance(weights, str) and (weights in W.tags(arch.name) or not _looks_like_path(weights)):
+        row = W.get(arch.name, weights)
         if variant is not None and variant != row.variant:
             raise ValueError(
-                f"Weights {weights!r} for {arch_name} need the {row.variant!r} graph; received "
+                f"Weights {weights!r} for {arch.name} need the {row.variant!r} graph; received "
                 f"variant={variant!r}. Drop `variant` or pick weights made for it "
-                f"(available: {W.tags(arch_name)})."
+                f"(available: {W.tags(arch.name)})."
             )
         variant = row.variant
     layout = variant or arch.layout
     if arch.layout == "v2" and layout != "v2":
-        raise ValueError(f"{arch_name} is a pre-activation (V2) net; received variant={variant!r}.")
+        raise ValueError(f"{arch.name} is a pre-activation (V2) net; received variant={variant!r}.")
     if arch.layout != "v2" and layout not in ("v1", "v1.5"):
-        raise ValueError(f"Unknown variant {variant!r} for {arch_name}: expected 'v1' or 'v1.5'.")
+        raise ValueError(f"Unknown variant {variant!r} for {arch.name}: expected 'v1' or 'v1.5'.")
     preprocessing = None
     if include_preprocessing:
         if row is None:
@@ -105,7 +148,8 @@ def create(arch_name, *, include_top=True, weights="default", input_tensor=None,
         input_shape=input_shape, pooling=pooling, classes=classes,
         classifier_activation=classifier_activation, include_preprocessing=include_preprocessing,
         preprocessing=preprocessing, synchronized_bn=synchronized_bn, bn_momentum=bn_momentum,
-        zero_init_residual=zero_init_residual, default_size=arch.default_size, name=name or arch_name,
+        zero_init_residual=zero_init_residual, default_size=arch.default_size,
+        name=name or arch.name,
     )
 
 
@@ -113,56 +157,71 @@ def _looks_like_path(s):
     return "/" in s or "\\" in s or "." in s.rsplit("/", 1)[-1]
 
 
-def ResNet(depth, *, plain=False, cifar=None, **kwargs):
+def ResNet(depth, include_top=True, weights="default", input_tensor=None, input_shape=None,
+           pooling=None, classes=1000, classifier_activation="softmax", name=None, *, plain=False,
+           cifar=None, include_preprocessing=False, variant=None, shortcut="default",
+           synchronized_bn=False, bn_momentum=0.99, zero_init_residual=False):
     """Any depth: ImageNet (18/34/50/101/152, Table 1) or CIFAR (6n+2, sec. 4.2).
 
-    `cifar` defaults to whichever family has `depth`; `plain=True` drops the shortcuts.
+    `cifar` defaults to whichever family has `depth` (ImageNet for 50 and 152, which are both);
+    `plain=True` drops the shortcuts. Other arguments as `create`.
     """
+    if isinstance(depth, bool) or not isinstance(depth, int):
+        raise ValueError(f"`depth` must be an int such as 50 or 20; received {depth!r}.")
     if cifar is None:
-        if depth not in IMAGENET_DEPTHS and (depth < 8 or (depth - 2) % 6):
-            raise ValueError(f"Unknown ResNet depth {depth}: ImageNet depths are "
-                             f"{sorted(IMAGENET_DEPTHS)} (Table 1), CIFAR depths are 6n+2 "
-                             "(8, 14, 20, 32, ..., sec. 4.2).")
         cifar = depth not in IMAGENET_DEPTHS
     if not cifar and depth not in IMAGENET_DEPTHS:
         raise ValueError(f"Unknown ImageNet ResNet depth {depth}: expected one of "
                          f"{sorted(IMAGENET_DEPTHS)}, or cifar=True with 6n+2.")
-    key = f"{'plain' if plain else 'resnet'}{depth}"
-    if key not in ARCHS:
-        arch = _cifar(depth, shortcut=None if plain else "A")
-        ARCHS[key] = arch
-    return create(key, **kwargs)
+    family = "plain" if plain else "resnet"
+    try:
+        arch = resolve(f"{family}{depth}_cifar" if cifar else f"{family}{depth}")
+    except ValueError:
+        raise ValueError(f"Unknown ResNet depth {depth}: ImageNet depths are "
+                         f"{sorted(IMAGENET_DEPTHS)} (Table 1), CIFAR depths are 6n+2 with n >= 1 "
+                         f"(8, 14, 20, 32, ..., sec. 4.2); received depth={depth}.") from None
+    return create(arch, include_top, weights, input_tensor, input_shape, pooling, classes,
+                  classifier_activation, name, include_preprocessing=include_preprocessing,
+                  variant=variant, shortcut=shortcut, synchronized_bn=synchronized_bn,
+                  bn_momentum=bn_momentum, zero_init_residual=zero_init_residual)
 
 
 _DOC = """{title} ({ref}).
 
-    Same signature as keras.applications: `include_top`, `weights`, `input_tensor`,
-    `input_shape`, `pooling`, `classes`, `classifier_activation`, `name`; plus
-    `include_preprocessing` (normalization inside the model, for a named weight set),
-    `variant` ("v1": keras.applications graph, stride on the 1x1, conv biases; "v1.5":
-    torchvision graph, stride on the 3x3, no conv biases, BN epsilon 1e-5), `shortcut`
-    ("A", "B", "C", None), `synchronized_bn`, `bn_momentum` and `zero_init_residual` (each
-    block an identity at initialization).
+    Positional arguments are keras.applications', in its order: `include_top`, `weights`,
+    `input_tensor`, `input_shape` ((H, W, C), or (C, H, W) under channels_first), `pooling`,
+    `classes`, `classifier_activation`, `name`. Keyword-only: `include_preprocessing`
+    (normalization inside the model, for a named weight set), `variant` ("v1":
+    keras.applications graph, stride on the 1x1, conv biases; "v1.5": torchvision graph,
+    stride on the 3x3, no conv biases, BN epsilon 1e-5), `shortcut` ("A", "B", "C", None),
+    `synchronized_bn`, `bn_momentum` and `zero_init_residual` (each block an identity at
+    initialization).
     {weights}
-    Input: RGB (B, {size}, {size}, 3) by default, at least {min_size}x{min_size}.
+    Input: RGB (B, {size}, {size}, 3) by default ((B, 3, {size}, {size}) under channels_first),
+    at least {min_size}x{min_size}.
     """
 _CAFFE = ('weights="imagenet": keras.applications\' file (He et al.\'s Caffe model). Inputs need '
           '`preprocess_input(x, mode="caffe")`: RGB->BGR and ImageNet mean subtraction.')
 _TF = 'weights="imagenet": keras.applications\' file. Inputs need `preprocess_input(x, mode="tf")`: scaled to [-1, 1].'
 
 
-_SIGNATURE = inspect.signature(create).replace(
-    parameters=list(inspect.signature(create).parameters.values())[1:])
-
-
 def _named(arch_name, title, ref, weights_doc="weights=None: random He-normal initialization."):
+    """The public function of row `arch_name`: keras.applications' signature, in its positional
+    order, with the row's own defaults; our extras keyword-only."""
     arch = ARCHS[arch_name]
 
-    def fn(**kwargs):
-        return create(arch_name, **kwargs)
+    def fn(include_top=True, weights=arch.weights, input_tensor=None, input_shape=None,
+           pooling=None, classes=1000, classifier_activation="softmax", name=arch_name, *,
+           include_preprocessing=False, variant=None, shortcut=arch.shortcut,
+           synchronized_bn=False, bn_momentum=0.99, zero_init_residual=False):
+        return create(arch, include_top=include_top, weights=weights, input_tensor=input_tensor,
+                      input_shape=input_shape, pooling=pooling, classes=classes,
+                      classifier_activation=classifier_activation, name=name,
+                      include_preprocessing=include_preprocessing, variant=variant,
+                      shortcut=shortcut, synchronized_bn=synchronized_bn, bn_momentum=bn_momentum,
+                      zero_init_residual=zero_init_residual)
 
     fn.__name__ = fn.__qualname__ = title
-    fn.__signature__ = _SIGNATURE
     fn.__doc__ = _DOC.format(title=title, ref=ref, weights=weights_doc, size=arch.default_size,
                              min_size=32 if arch.stem == "imagenet" else 8)
     return fn

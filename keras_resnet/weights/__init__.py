@@ -2,9 +2,6 @@
 
 from keras_resnet.weights.loader import assign_weights, load_weights, read_h5, read_weights
 from keras_resnet.weights.registry import WeightSet, fetch, get, register, rows, tags
-from keras_resnet.weights.timm import WEIGHT_SETS as _TIMM_WEIGHT_SETS
-
-register(*_TIMM_WEIGHT_SETS)
 
 __all__ = ["WeightSet", "assign_weights", "fetch", "get", "load_weights", "read_h5",
            "read_weights", "register", "rows", "tags"]

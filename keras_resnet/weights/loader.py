@@ -1,7 +1,7 @@
 """One loader: read any supported file into {layer name: [arrays]}, verify all, then assign.
 
 Layouts: Keras 3 `.weights.h5`, legacy Keras 2 `.h5` (keras.applications' files), and PyTorch
-checkpoints (`.safetensors`, `.pth`) through the converter in `keras_resnet.weights.timm`.
+checkpoints (`.safetensors`, `.pth`) through `keras_resnet.weights.torch_checkpoints`.
 Nothing is assigned unless every layer of the model matches, so a bad file never leaves a
 half-loaded model.
 """
@@ -97,10 +97,10 @@ def read_weights(path, model):
     if not os.path.isfile(path):
         raise ValueError(f"No weights file at {path!r}.")
     if path.endswith(TORCH_SUFFIXES):
-        from keras_resnet.weights import timm
+        from keras_resnet.weights import torch_checkpoints
 
-        state = timm.read_safetensors(path) if path.endswith(".safetensors") else timm.read_torch_pth(path)
-        return timm.torch_state_dict_to_keras(state, model)
+        return torch_checkpoints.torch_state_dict_to_keras(
+            torch_checkpoints.read_state_dict(path), model)
     if path.endswith(".h5"):
         return read_h5(path)
     raise ValueError(

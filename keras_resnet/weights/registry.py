@@ -9,6 +9,8 @@ import os
 
 import keras
 
+from keras_resnet.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+
 KERAS_APPLICATIONS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
 
 
@@ -75,14 +77,62 @@ register(
 )
 
 
+HF_URL = "https://huggingface.co/timm/{model}.{tag}/resolve/main/model.safetensors"
+
+
+def _timm(model, tag, top1):
+    """A timm Hub weight set. Values are timm's pretrained_cfg at 224 px: a*/a1h* are timm's own
+    (Apache-2.0, crop 0.95, bicubic); tv_in1k/tv2_in1k are torchvision's IMAGENET1K_V1/V2
+    (BSD-3-Clause; V1 crop 0.875, V2 evaluated at 224 with crop 0.965 = 224/232, bilinear)."""
+    timm_own = not tag.startswith("tv")
+    return WeightSet(
+        model=model, tag=tag, source="timm" if timm_own else "torchvision (via timm)",
+        url=HF_URL.format(model=model, tag=tag),
+        file_hash=None,  # not known offline; the reader checks the safetensors header instead
+        layout="safetensors", variant="v1.5", preprocessing="torch",
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, classes=1000, input_size=224,
+        crop_fraction={"tv_in1k": 0.875, "tv2_in1k": 0.965}.get(tag, 0.95),
+        license="Apache-2.0" if timm_own else "BSD-3-Clause", top1=top1,
+    )
+
+
+# PyTorch checkpoints (read by `torch_checkpoints`). Top-1 (%) at 224 px as published in timm's
+# ImageNet results table.
+TIMM_WEIGHT_SETS = (
+    _timm("resnet18", "a1_in1k", 71.5),
+    _timm("resnet18", "tv_in1k", 69.8),
+    _timm("resnet34", "a1_in1k", 76.4),
+    _timm("resnet34", "tv_in1k", 73.3),
+    _timm("resnet50", "a1_in1k", 80.4),
+    _timm("resnet50", "tv2_in1k", 80.8),
+    _timm("resnet50", "tv_in1k", 76.2),
+    _timm("resnet101", "a1h_in1k", 82.0),
+    _timm("resnet101", "tv2_in1k", 81.9),
+    _timm("resnet152", "a1h_in1k", 82.8),
+    _timm("resnet152", "tv2_in1k", 82.3),
+)
+register(*TIMM_WEIGHT_SETS)
+
+# Tags whose weights are CC-BY-NC-4.0 (non-commercial): never served by name.
+NONCOMMERCIAL_TAG_PREFIXES = ("fb_ssl", "fb_swsl")
+
+
+def refuse_noncommercial(model, tag):
+    """Raises ValueError for timm's CC-BY-NC-4.0 tags (fb_ssl_*, fb_swsl_*)."""
+    if str(tag).startswith(NONCOMMERCIAL_TAG_PREFIXES):
+        raise ValueError(
+            f"Weight set {tag!r} for {model} is licensed CC-BY-NC-4.0 (non-commercial use only), "
+            "so it is not served by name. If your use is non-commercial, download "
+            f"timm/{model}.{tag} yourself and pass weights=<path to model.safetensors>."
+        )
+
+
 # keras.applications has no ResNet-18/34: "imagenet" there means the best permissive set.
 ALIASES = {("resnet18", "imagenet"): "a1_in1k", ("resnet34", "imagenet"): "a1_in1k"}
 
 
 def get(model, tag):
     """The row for `model`'s weight set `tag`, or a ValueError listing the model's tags."""
-    from keras_resnet.weights.timm import refuse_noncommercial
-
     refuse_noncommercial(model, tag)
     try:
         return _REGISTRY[(model, ALIASES.get((model, tag), tag))]

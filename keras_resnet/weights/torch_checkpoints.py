@@ -1,4 +1,5 @@
-"""PyTorch ResNet checkpoints (torchvision and timm) -> our v1.5 models.
+"""PyTorch ResNet checkpoints (torchvision and timm): reading them, and mapping their keys onto
+our v1.5 models. The weight sets themselves (URLs, licenses) are rows in `registry`.
 
 timm's `resnet18/34/50/101/152` use torchvision's module names, so one mapping serves both:
 
@@ -13,7 +14,8 @@ timm's `resnet18/34/50/101/152` use torchvision's module names, so one mapping s
     fc.{weight,bias}                     predictions            [kernel, bias]
 
 Conv kernels go from torch's (out, in, kh, kw) to Keras' (kh, kw, in, out); the classifier from
-(classes, features) to (features, classes). `num_batches_tracked` is ignored.
+(classes, features) to (features, classes). `num_batches_tracked` is ignored. Keras kernels are
+(kh, kw, in, out) in both image data formats, so one mapping serves channels_first models too.
 
 Reading needs no torch for `.safetensors` (the `safetensors` numpy API); a `.pth` is read only
 with torch installed, through `torch.load(weights_only=True)`, never by plain unpickling.
@@ -22,56 +24,6 @@ with torch installed, through `torch.load(weights_only=True)`, never by plain un
 import re
 
 import numpy as np
-
-from keras_resnet.preprocessing import IMAGENET_MEAN, IMAGENET_STD
-from keras_resnet.weights.registry import WeightSet
-
-HF_URL = "https://huggingface.co/timm/{model}.{tag}/resolve/main/model.safetensors"
-
-# Tags whose weights are CC-BY-NC-4.0 (non-commercial): never served by name.
-NONCOMMERCIAL_TAG_PREFIXES = ("fb_ssl", "fb_swsl")
-
-
-def _row(model, tag, top1):
-    """A timm Hub weight set. Values are timm's pretrained_cfg at 224 px: a*/a1h* are timm's own
-    (Apache-2.0, crop 0.95, bicubic); tv_in1k/tv2_in1k are torchvision's IMAGENET1K_V1/V2
-    (BSD-3-Clause; V1 crop 0.875, V2 evaluated at 224 with crop 0.965 = 224/232, bilinear)."""
-    timm_own = not tag.startswith("tv")
-    return WeightSet(
-        model=model, tag=tag, source="timm" if timm_own else "torchvision (via timm)",
-        url=HF_URL.format(model=model, tag=tag),
-        file_hash=None,  # not known offline; the reader checks the safetensors header instead
-        layout="safetensors", variant="v1.5", preprocessing="torch",
-        mean=IMAGENET_MEAN, std=IMAGENET_STD, classes=1000, input_size=224,
-        crop_fraction={"tv_in1k": 0.875, "tv2_in1k": 0.965}.get(tag, 0.95),
-        license="Apache-2.0" if timm_own else "BSD-3-Clause", top1=top1,
-    )
-
-
-# Top-1 (%) at 224 px as published in timm's ImageNet results table.
-WEIGHT_SETS = (
-    _row("resnet18", "a1_in1k", 71.5),
-    _row("resnet18", "tv_in1k", 69.8),
-    _row("resnet34", "a1_in1k", 76.4),
-    _row("resnet34", "tv_in1k", 73.3),
-    _row("resnet50", "a1_in1k", 80.4),
-    _row("resnet50", "tv2_in1k", 80.8),
-    _row("resnet50", "tv_in1k", 76.2),
-    _row("resnet101", "a1h_in1k", 82.0),
-    _row("resnet101", "tv2_in1k", 81.9),
-    _row("resnet152", "a1h_in1k", 82.8),
-    _row("resnet152", "tv2_in1k", 82.3),
-)
-
-
-def refuse_noncommercial(model, tag):
-    """Raises ValueError for timm's CC-BY-NC-4.0 tags (fb_ssl_*, fb_swsl_*)."""
-    if str(tag).startswith(NONCOMMERCIAL_TAG_PREFIXES):
-        raise ValueError(
-            f"Weight set {tag!r} for {model} is licensed CC-BY-NC-4.0 (non-commercial use only), "
-            "so it is not served by name. If your use is non-commercial, download "
-            f"timm/{model}.{tag} yourself and pass weights=<path to model.safetensors>."
-        )
 
 
 # --- reading -----------------------------------------------------------------------------------
