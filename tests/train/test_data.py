@@ -1,4 +1,5 @@
-"""Tests of train.data against independent references (the raw IDX files, numpy crops)."""
+"""Tests of train.data, train.views, train.augment and train.pipeline against independent
+references (the raw IDX files, numpy crops, PIL-written images)."""
 
 import collections
 import gzip
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from train import data
+from train import augment, data, folders, pipeline, views
 
 SOURCE = data.FASHION_MNIST_SOURCE
 needs_debian_files = pytest.mark.skipif(
@@ -47,31 +48,37 @@ def multiset(images, labels):
 def test_fashion_mnist_matches_idx_files(fashion_dir, split, prefix, count):
     ds, info = data.load("fashion_mnist", split, data_dir=fashion_dir)
     images, labels = as_numpy(ds)
-    assert images.shape == (count, 32, 32, 1) and images.dtype == np.uint8
-    assert info.image_shape == (32, 32, 1) and info.num_classes == 10
+    assert images.shape == (count, 28, 28, 1) and images.dtype == np.uint8
+    assert info.image_shape == (28, 28, 1) and info.num_classes == 10 and info.pad == 2
     assert (info.num_train, info.num_test, info.num_examples) == (60000, 10000, count)
     assert info.class_names[0] == "T-shirt/top" and info.class_names[9] == "Ankle boot"
     # The published counts: 6,000 / 1,000 per class.
     np.testing.assert_array_equal(np.bincount(labels, minlength=10), [count // 10] * 10)
-    # 2-pixel zero border; the inside is exactly the IDX content (as a multiset of pairs).
-    border = np.ones((32, 32), bool)
-    border[2:30, 2:30] = False
-    assert not images[:, border].any()
+    # Exactly the IDX content (as a multiset of pairs); the default view pads 2 zero pixels.
     ref_images = read_idx(f"{prefix}-images-idx3-ubyte.gz")
     ref_labels = read_idx(f"{prefix}-labels-idx1-ubyte.gz")
-    assert multiset(images[:, 2:30, 2:30, 0], labels) == multiset(ref_images, ref_labels)
+    assert multiset(images[..., 0], labels) == multiset(ref_images, ref_labels)
+    view = views.for_dataset(info)
+    assert view.shape == (32, 32, 1) and view.pad == 2
+    padded = views.apply(images[:8], view).numpy()
+    border = np.ones((32, 32), bool)
+    border[2:30, 2:30] = False
+    assert not padded[:, border].any()
+    np.testing.assert_array_equal(padded[:, 2:30, 2:30], images[:8].astype(np.float32))
 
 
 @needs_debian_files
-def test_mean_image_and_cache(fashion_dir):
-    start = time.perf_counter()
-    _, info = data.load("fashion_mnist", "test[:10]", data_dir=fashion_dir)
-    assert time.perf_counter() - start < 3  # cached .npy, prepared data
+def test_per_pixel_mean_of_the_training_split(fashion_dir):
+    ds, info = data.load("fashion_mnist", "train", data_dir=fashion_dir)
+    view = views.for_dataset(info)
+    examples = pipeline.prepare(ds, info, view)
+    assert examples.in_memory and examples.images.shape == (60000, 28, 28, 1)
+    mean = data.normalization(info, view, examples.images)
     ref = np.zeros((32, 32), np.float64)
     ref[2:30, 2:30] = read_idx("train-images-idx3-ubyte.gz").mean(axis=0)
-    assert info.mean.shape == (32, 32, 1) and info.mean.dtype == np.float32
-    np.testing.assert_allclose(info.mean[..., 0], ref, atol=1e-3)
-    assert info.num_examples == 10
+    assert mean.shape == (32, 32, 1) and mean.dtype == np.float32
+    # float64 sums both ways; the float32 cast leaves < 1 ulp of values <= 255 (1.5e-5).
+    np.testing.assert_allclose(mean[..., 0], ref, atol=3e-5, rtol=0)
 
 
 @needs_debian_files
@@ -123,9 +130,11 @@ def test_bad_arguments_raise_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="split"):
         data.load("cifar10", "train[:10", data_dir=str(tmp_path))
     ds = tf.data.Dataset.from_tensors((tf.zeros([8, 8, 1], tf.uint8), tf.constant(0, tf.int64)))
-    info = data.DatasetInfo("x", 2, (8, 8, 1), 1, 1, ("a", "b"))
+    info = data.DatasetInfo("x", 2, (8, 8, 1), 1, 1, ("a", "b"), num_examples=1)
     with pytest.raises(ValueError, match="augment 'autoaugment'"):
-        data.pipeline(ds, info, training=True, batch_size=1, augment="autoaugment")
+        pipeline.batches(ds, info, training=True, batch_size=1, augment="autoaugment")
+    with pytest.raises(ValueError, match="batch_size"):
+        pipeline.batches(ds, info, training=True, batch_size=0)
 
 
 @needs_debian_files
@@ -149,22 +158,31 @@ def windows(padded, h, w):
 @pytest.mark.parametrize("channels", [1, 3])
 def test_cifar_augment_is_a_padded_crop_or_its_flip(channels):
     rng = np.random.default_rng(0)
-    image = rng.integers(1, 256, size=(32, 32, channels), dtype=np.uint8)  # no zeros inside
-    padded = np.pad(image, [(4, 4), (4, 4), (0, 0)])
+    images = rng.integers(1, 256, size=(24, 32, 32, channels), dtype=np.uint8)  # no zeros
+    out = augment.cifar_batch(tf.constant(images), tf.constant([7, 3], tf.int64)).numpy()
+    assert out.shape == images.shape and out.dtype == np.uint8
     seen = set()
-    for i in range(24):
-        out = data.cifar_augment(tf.constant(image), tf.constant([7, i], tf.int64)).numpy()
-        assert out.shape == image.shape and out.dtype == np.uint8
-        matches = [key for key, crop in windows(padded, 32, 32) if np.array_equal(crop, out)]
+    for image, result in zip(images, out):  # each image gets its own crop and flip
+        padded = np.pad(image, [(4, 4), (4, 4), (0, 0)])
+        matches = [key for key, crop in windows(padded, 32, 32) if np.array_equal(crop, result)]
         assert len(matches) == 1, "output is not a window of the zero-padded image"
         seen.add(matches[0])
-    flips = {flip for _, _, flip in seen}
-    assert flips == {False, True}, "flip never (or always) happens"
+    assert {flip for _, _, flip in seen} == {False, True}, "flip never (or always) happens"
     assert len({(t, l) for t, l, _ in seen}) > 8, "crop offsets hardly vary"
-    again = data.cifar_augment(tf.constant(image), tf.constant([7, 3], tf.int64)).numpy()
-    np.testing.assert_array_equal(
-        again, data.cifar_augment(tf.constant(image), tf.constant([7, 3], tf.int64)).numpy()
-    )
+    again = augment.cifar_batch(tf.constant(images), tf.constant([7, 3], tf.int64)).numpy()
+    np.testing.assert_array_equal(again, out)
+
+
+def test_random_erasing_zeroes_one_rectangle_with_the_given_probability():
+    images = tf.fill([400, 16, 16, 1], 9.0)
+    out = augment.erase_batch(images, tf.constant([1, 2], tf.int64), 0.5).numpy()
+    erased = (out == 0).any(axis=(1, 2, 3))
+    assert 0.4 < erased.mean() < 0.6
+    for image in out[erased]:
+        rows, cols = np.nonzero(image[..., 0] == 0)
+        box = image[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+        assert not box.any(), "the erased pixels form one rectangle"
+    assert (out[~erased] == 9).all()
 
 
 def gradient_image(h, w):
@@ -178,7 +196,7 @@ def test_imagenet_augment_scale_crop_flip():
     image = gradient_image(h, w)
     shorters, flips = [], set()
     for i in range(10):
-        out = data.imagenet_augment(tf.constant(image), tf.constant([1, i], tf.int64)).numpy()
+        out = augment.imagenet_image(tf.constant(image), tf.constant([1, i], tf.int64)).numpy()
         assert out.shape == (224, 224, 3) and out.dtype == np.float32
         assert out.min() >= -1e-3 and out.max() <= 255 + 1e-3
         slope = np.median(np.diff(out[112, :, 0]))
@@ -190,25 +208,39 @@ def test_imagenet_augment_scale_crop_flip():
     assert flips == {False, True}
 
 
-def test_center_crop_ten_crop_multi_scale_shapes_and_content():
+def test_center_crop_view_ten_crop_multi_scale_shapes_and_content():
     image = tf.constant(gradient_image(300, 400))
-    resized = data.resize_shorter_side(image, 256).numpy()
+    resized = views.resize_shorter_side(image, 256).numpy()
     assert resized.shape == (256, 341, 3)
-    center = data.center_crop(image).numpy()
+    view = views.View(224, 224, 3, "center_crop")
+    assert view.resize_shorter == 256  # 224 * 256 / 224
+    center = views.apply(tf.cast(image, tf.uint8), view).numpy()
     assert center.shape == (224, 224, 3)
-    np.testing.assert_allclose(center, resized[16:240, 58:282])
-    crops = data.ten_crop(image).numpy()
+    reference = np.clip(np.round(views.resize_shorter_side(tf.cast(image, tf.uint8), 256)
+                                 .numpy()), 0, 255)[16:240, 58:282]
+    np.testing.assert_array_equal(center, reference)  # whole pixel values, as an app's resizer
+    crops = views.ten_crop(image).numpy()
     assert crops.shape == (10, 224, 224, 3)
     np.testing.assert_allclose(crops[0], resized[:224, :224])
     np.testing.assert_allclose(crops[3], resized[-224:, -224:])
-    np.testing.assert_allclose(crops[4], center)
+    np.testing.assert_allclose(crops[4], resized[16:240, 58:282])
     np.testing.assert_allclose(crops[5:], crops[:5, :, ::-1])
-    views = data.multi_scale(image)
-    assert [v.shape[:2] for v in views] == [
-        (224, 299), (256, 341), (384, 512), (480, 640), (640, 853)
-    ]
-    small = data.center_crop(tf.zeros([32, 32, 1], tf.uint8), 28, resize_shorter=None)
-    assert small.shape == (28, 28, 1) and small.dtype == tf.float32
+    scales = views.multi_scale(image)
+    assert [v.shape[:2] for v in scales] == [
+        (224, 299), (256, 341), (384, 512), (480, 640), (640, 853)]
+
+
+def test_stretch_view_resizes_only_images_of_another_size_and_pads():
+    view = views.View(12, 12, 1, "stretch", pad=2)
+    same = np.arange(64, dtype=np.uint8).reshape(1, 8, 8, 1)
+    out = views.apply(same, view).numpy()
+    assert out.shape == (1, 12, 12, 1)
+    np.testing.assert_array_equal(out[0, 2:10, 2:10], same[0].astype(np.float32))
+    assert out[0, :2].sum() == 0 and out[0, :, -2:].sum() == 0
+    other = views.apply(np.full((1, 20, 10, 1), 77, np.uint8), view).numpy()
+    assert other.shape == (1, 12, 12, 1) and (other[0, 2:10, 2:10] == 77).all()
+    with pytest.raises(ValueError, match="resize 'squash'"):
+        views.View(8, 8, 3, "squash")
 
 
 # ---------------------------------------------------------------------------- pipeline
@@ -222,85 +254,107 @@ def toy_dataset(n=64, size=8, channels=1):
     return tf.data.Dataset.range(n).map(make)
 
 
-TOY_INFO = data.DatasetInfo("toy", 64, (8, 8, 1), 64, 0, tuple(map(str, range(64))))
+TOY_INFO = data.DatasetInfo("toy", 64, (8, 8, 1), 64, 0, tuple(map(str, range(64))),
+                            num_examples=64)
+TOY_VIEW = views.View(8, 8, 1)
 
 
 def take(ds, k):
     return [(x.numpy(), y.numpy()) for x, y in ds.take(k)]
 
 
+def examples(kind, n=64):
+    """The toy split in memory or streamed (the two kinds of `pipeline.prepare`)."""
+    ds = toy_dataset(n)
+    if kind == "memory":
+        images, labels = data.to_arrays(ds, TOY_VIEW)
+        return pipeline.Examples(TOY_INFO, TOY_VIEW, images, labels)
+    return pipeline.Examples(TOY_INFO, TOY_VIEW, dataset=ds)
+
+
 @needs_debian_files
-def test_training_pipeline_batches(fashion_dir):
+def test_training_and_evaluation_batches_of_fashion_mnist(fashion_dir):
     ds, info = data.load("fashion_mnist", "train[:512]", data_dir=fashion_dir)
-    batches = take(data.pipeline(ds, info, training=True, batch_size=100, seed=3), 6)
+    batches = take(pipeline.batches(ds, info, training=True, batch_size=100, seed=3), 6)
     for x, y in batches:  # 6 batches > 5.12: repeats past the end of the slice
         assert x.shape == (100, 32, 32, 1) and x.dtype == np.float32
         assert y.dtype == np.int32 and 0 <= y.min() and y.max() < 10
         assert 0 <= x.min() and x.max() <= 255 and x.max() > 100
-    test = data.pipeline(ds, info, training=False, batch_size=100)
+    test = pipeline.batches(ds, info, training=False, batch_size=100)
     x, y = zip(*take(test, 10))
     assert [len(b) for b in y] == [100] * 5 + [12]  # one pass, remainder kept
     images, labels = as_numpy(ds)
-    np.testing.assert_array_equal(np.concatenate(x), images.astype(np.float32))
+    np.testing.assert_array_equal(np.concatenate(x)[:, 2:30, 2:30], images.astype(np.float32))
     np.testing.assert_array_equal(np.concatenate(y), labels)
 
 
-def test_same_seed_same_batches_other_seed_differs():
+@pytest.mark.parametrize("kind", ["memory", "stream"])
+def test_same_seed_same_batches_other_seed_differs(kind):
     def run(seed):
-        return take(data.pipeline(toy_dataset(), TOY_INFO, training=True, batch_size=16,
-                                  seed=seed, shuffle_buffer=32), 6)
+        return take(pipeline.train_batches(examples(kind), batch_size=16, seed=seed,
+                                           augment="none", shuffle_buffer=32), 8)
     a, b, c = run(5), run(5), run(6)
     for (xa, ya), (xb, yb) in zip(a, b):
         np.testing.assert_array_equal(xa, xb)
         np.testing.assert_array_equal(ya, yb)
     assert any(not np.array_equal(ya, yc) for (_, ya), (_, yc) in zip(a, c))
-    # Shuffled: one epoch is a permutation, and not the identity.
-    epoch = np.concatenate([y for _, y in a[:4]])
-    assert sorted(epoch) == list(range(64)) and list(epoch) != list(range(64))
+    # Shuffled: each epoch is a permutation, and not the identity; images follow labels.
+    for epoch in (a[:4], a[4:8]):
+        labels = np.concatenate([y for _, y in epoch])
+        assert sorted(labels) == list(range(64)) and list(labels) != list(range(64))
+    for x, y in a:
+        np.testing.assert_array_equal(x[:, 0, 0, 0], y % 251 + 1)
 
 
-@needs_debian_files
-def test_checkpointed_iterator_resumes_identically(fashion_dir, tmp_path):
-    ds, info = data.load("fashion_mnist", "train[:2000]", data_dir=fashion_dir)
+def test_in_memory_batches_straddle_epochs_and_cover_tiny_splits():
+    # 10 images, batch 16: one batch holds images of two (or three) epochs.
+    tiny = pipeline.Examples(TOY_INFO, TOY_VIEW, *data.to_arrays(toy_dataset(10), TOY_VIEW))
+    labels = np.concatenate([y for _, y in take(
+        pipeline.train_batches(tiny, batch_size=16, augment="none"), 5)])
+    for e in range(8):
+        assert sorted(labels[10 * e:10 * e + 10]) == list(range(10)), e
 
+
+@pytest.mark.parametrize("kind", ["memory", "stream"])
+def test_checkpointed_iterator_resumes_identically(kind, tmp_path):
     def make():
-        return data.pipeline(ds, info, training=True, batch_size=64, seed=1,
-                             shuffle_buffer=500)
+        return pipeline.train_batches(examples(kind), batch_size=16, seed=1, shuffle_buffer=20)
 
     straight = iter(make())
     for _ in range(5):
         next(straight)
     path = tf.train.Checkpoint(iterator=straight).save(str(tmp_path / "ckpt"))
-    expected = [next(straight) for _ in range(40)]  # crosses an epoch boundary (31.25)
+    expected = [next(straight) for _ in range(10)]  # crosses an epoch boundary
 
     resumed = iter(make())
     next(resumed)  # a moved iterator, to show that restore really replaces its state
     tf.train.Checkpoint(iterator=resumed).restore(path).assert_consumed()
-    for (xe, ye), (xr, yr) in zip(expected, (next(resumed) for _ in range(40))):
+    for (xe, ye), (xr, yr) in zip(expected, (next(resumed) for _ in range(10))):
         np.testing.assert_array_equal(xe.numpy(), xr.numpy())
         np.testing.assert_array_equal(ye.numpy(), yr.numpy())
 
 
-@pytest.mark.parametrize("training", [False, True])
-def test_input_context_shards_into_disjoint_halves(training):
+@pytest.mark.parametrize("kind", ["memory", "stream"])
+def test_input_context_shards_into_halves(kind):
     seen = []
     for pipeline_id in range(2):
         context = tf.distribute.InputContext(
-            num_input_pipelines=2, input_pipeline_id=pipeline_id, num_replicas_in_sync=2
-        )
-        ds = data.pipeline(toy_dataset(), TOY_INFO, training=training, batch_size=16,
-                           input_context=context, shuffle_buffer=64)
-        batches = take(ds, 4)
+            num_input_pipelines=2, input_pipeline_id=pipeline_id, num_replicas_in_sync=2)
+        batches = take(pipeline.train_batches(examples(kind), batch_size=16, augment="none",
+                                              input_context=context, shuffle_buffer=64), 4)
         assert all(len(y) == 8 for _, y in batches)  # per-replica batch
         seen.append(set(np.concatenate([y for _, y in batches]).tolist()))
+        evaluation = take(pipeline.eval_batches(examples(kind), batch_size=16,
+                                                input_context=context), 8)
+        assert sum(len(y) for _, y in evaluation) == 32
     assert len(seen[0]) == len(seen[1]) == 32
     assert not seen[0] & seen[1] and seen[0] | seen[1] == set(range(64))
 
 
 def test_variable_size_images_need_image_size():
     info = data.DatasetInfo("var", 2, (None, None, 3), 1, 1, ("a", "b"))
-    with pytest.raises(ValueError, match="image_size"):
-        data.pipeline(toy_dataset(), info, training=True, batch_size=4, augment="cifar")
+    with pytest.raises(ValueError, match="--image_size"):
+        views.for_dataset(info, None, "cifar")
 
 
 # ------------------------------------------------------------------------- ImageFolder
@@ -334,15 +388,17 @@ def test_image_folder_labels_stay_consistent_when_a_split_lacks_a_class(tmp_path
     sliced, sliced_info = data.load(f"folder:{tmp_path}", "train[:4]")
     assert sliced_info.num_examples == 4 and len(list(sliced)) == 4
 
-    batches = take(data.pipeline(ds, info, training=True, batch_size=4, image_size=16), 3)
+    with pytest.raises(ValueError, match="3 sizes: .*--image_size"):
+        views.for_dataset(info, None, "cifar")
+    batches = take(pipeline.batches(ds, info, training=True, batch_size=4, image_size=16), 3)
     for x, y in batches:
         assert x.shape == (4, 16, 16, 3)
         # a crop of a constant image is that constant or the zero pad, per image
         for image, label in zip(x, y):
             values = set(np.unique(np.round(image, 3)).tolist()) - {0.0}
             assert len(values) == 1 and (int(values.pop()) - 1) // 10 == label
-    evaluation = data.pipeline(test, test_info, training=False, batch_size=2,
-                               augment="imagenet", image_size=16)
+    evaluation = pipeline.batches(test, test_info, training=False, batch_size=2,
+                                  augment="imagenet", image_size=16)
     (x, _), = take(evaluation, 1)
     assert x.shape == (2, 16, 16, 3)
 
@@ -353,3 +409,40 @@ def test_folder_errors(tmp_path):
     write_png(tmp_path / "train" / "a" / "0.png", 1, 4, 4)
     with pytest.raises(ValueError, match="'test' does not exist"):
         data.load(f"folder:{tmp_path}", "test")
+
+
+@pytest.mark.parametrize("fmt,ext,mode", [("PNG", "png", "RGB"), ("PNG", "png", "L"),
+                                          ("JPEG", "jpg", "RGB"), ("BMP", "bmp", "RGB"),
+                                          ("GIF", "gif", "P"), ("JPEG", "jpeg", "L")])
+def test_header_sizes_match_the_decoded_images(tmp_path, fmt, ext, mode):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate([(17, 23), (40, 9)]):
+        pixels = rng.integers(0, 256, (h, w, 3) if mode == "RGB" else (h, w), dtype=np.uint8)
+        Image.fromarray(pixels).convert(mode).save(tmp_path / f"{i}.{ext}", format=fmt)
+    for i, (h, w) in enumerate([(17, 23), (40, 9)]):
+        path = str(tmp_path / f"{i}.{ext}")
+        assert folders.image_size(path) == (h, w)
+        decoded = folders.decode(path).numpy()
+        assert decoded.shape == (h, w, 3) and decoded.dtype == np.uint8  # RGB, whatever mode
+
+
+def test_folder_of_one_size_is_known_before_decoding_and_sliced_like_tfds(tmp_path):
+    for k, name in enumerate(["b", "a"]):
+        for i in range(5):
+            write_png(tmp_path / "train" / name / f"{i:02d}.png", 10 * k + i + 1, 12, 14)
+    ds, info = data.load(f"folder:{tmp_path}", "train")
+    assert info.image_shape == (12, 14, 3) and info.class_names == ("a", "b")
+    view = views.for_dataset(info)
+    assert view.shape == (12, 14, 3) and view.pad == 0
+    # Order: class by class (sorted), then file name: 'a' holds values 11..15.
+    values = [int(x[0, 0, 0]) for x, _ in ds.as_numpy_iterator()]
+    assert values == [11, 12, 13, 14, 15, 1, 2, 3, 4, 5]
+    for split, expected in (("train[:3]", [11, 12, 13]), ("train[-2:]", [4, 5]),
+                            ("train[20%:40%]", [13, 14])):
+        part, part_info = data.load(f"folder:{tmp_path}", split)
+        assert [int(x[0, 0, 0]) for x, _ in part.as_numpy_iterator()] == expected, split
+        assert part_info.num_examples == len(expected)
+    with pytest.raises(ValueError, match="selects no images"):
+        data.load(f"folder:{tmp_path}", "train[5:2]")

@@ -12,7 +12,9 @@ same command resumes unfinished runs and reuses finished ones.
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
+
+from train import recipes
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("smoke", False, "Tiny size (40 iterations, one seed, small evaluations): "
@@ -42,18 +44,18 @@ def config_from_flags():
     """A train.experiments.Config from the flags."""
     from train.experiments import Config
 
-    overrides = {}
-    for item in FLAGS.set:
-        field, sep, value = item.partition("=")
-        if not sep or not field.strip():
-            raise ValueError(f"--set={item!r} is not field=value.")
-        overrides[field.strip()] = value
+    overrides = recipes.parse_sets(FLAGS.set)
     return Config(dataset=FLAGS.dataset, smoke=FLAGS.smoke, steps=FLAGS.steps, seeds=FLAGS.seeds,
                   models=tuple(FLAGS.models) if FLAGS.models else None, overrides=overrides,
                   eval_images=FLAGS.eval_images)
 
 
 def main(argv):
+    if not FLAGS["verbosity"].present:
+        import train
+
+        logging.set_verbosity(logging.WARNING)
+        train.quiet_native_logs()
     import train.experiments as experiments
 
     if len(argv) != 2:

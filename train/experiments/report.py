@@ -1,12 +1,12 @@
 """What an experiment's report is made of: statistics over seeds, Markdown tables, error
 curve plots (the paper's Fig. 6 style), and the results files."""
 
-import json
 import math
 import os
-import tempfile
 
 import numpy as np
+
+from train import rundir
 
 
 def stats(values) -> dict:
@@ -51,45 +51,21 @@ def params(records) -> str:
     return f"{n / 1e6:.2f}M" if n else "?"
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp_")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def write_results(root: str, markdown: str, results: dict) -> dict:
     """Writes results.md and results.json into `root`; returns `results` with their paths."""
     results = dict(results, results_md=os.path.join(root, "results.md"),
                    results_json=os.path.join(root, "results.json"))
-    _atomic_write(results["results_md"], markdown.encode())
-    _atomic_write(results["results_json"], (json.dumps(results, indent=2) + "\n").encode())
+    rundir.atomic_write(results["results_md"], markdown)
+    rundir.write_json(results["results_json"], results)
     return results
 
 
-def figure(**kwargs):
-    """A matplotlib Figure outside pyplot: no display needed, and a notebook's backend and
-    figure list are left alone."""
-    from matplotlib.figure import Figure
-
-    return Figure(**kwargs)
+figure = rundir.figure
 
 
 def save_figure(fig, path: str) -> str:
     """Writes `fig` to `path` as PNG atomically; returns `path`."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp_", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return rundir.save_figure(fig, path, dpi=110)
 
 
 def mean_curve(records, key: str) -> tuple:

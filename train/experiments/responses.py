@@ -55,10 +55,11 @@ def layer_response_std(model, images, batch_size: int = 250) -> dict:
 def test_images(recipe, num_images: int, data_dir=None):
     """The first `num_images` test images of the recipe's dataset, in the evaluation view."""
     from train import data as data_lib
+    from train import pipeline
 
     examples, info = data_lib.load(recipe.dataset, f"test[:{num_images}]", data_dir=data_dir)
-    return data_lib.pipeline(examples, info, training=False, batch_size=250,
-                             augment=recipe.augment, image_size=recipe.image_size)
+    return pipeline.batches(examples, info, training=False, batch_size=250,
+                            augment=recipe.augment, image_size=recipe.image_size)
 
 
 def run_responses(record, num_images: int, data_dir=None) -> list:
@@ -66,7 +67,7 @@ def run_responses(record, num_images: int, data_dir=None) -> list:
     import keras
 
     import keras_resnet  # noqa: F401  (registers its layers for loading)
-    from train import recipes  # noqa: F401  (registers the lr schedules)
+    from train import schedules  # noqa: F401  (registers the lr schedules)
 
     path = os.path.join(record.spec.run_dir, "model.keras")
     if not os.path.exists(path):

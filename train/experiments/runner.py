@@ -6,7 +6,6 @@ An experiment's root directory holds one loop run directory per (net, seed) unde
 returns a finished one's summary at once, so re-running an experiment reuses its runs.
 """
 
-import csv
 import dataclasses
 import os
 import re
@@ -14,8 +13,9 @@ import re
 from absl import logging
 
 from train import recipes as recipes_lib
+from train import rundir
 
-SHORTCUT_OPTIONS = ("A", "B", "C")
+SHORTCUT_OPTIONS = recipes_lib.SHORTCUTS[1:]  # the recipe field's, less "default"
 SMOKE_STEPS = 40
 """Iterations of a `--smoke` run: the paper's schedule shrunk to 40 steps (lr /10 at 20, 30)."""
 SMOKE_EVAL_SPLIT = "test[:1000]"
@@ -51,17 +51,15 @@ class Net:
 def net_for(model: str, **kwargs) -> Net:
     """A Net for `model` with the paper's recipe for its depth: ResNet-110 and deeper get the
     sec. 4.2 warm-up (`paper_cifar110`)."""
-    model = model.strip().lower()
-    if not re.fullmatch(r"(resnet|plain)\d+", model):
-        raise ValueError(
-            f"model {model!r} is not a CIFAR-style net name: use 'resnetN' or 'plainN' with "
-            "N = 6n+2 (e.g. resnet20, plain56, resnet110)."
-        )
-    depth = int(re.search(r"\d+", model).group())
-    if (depth - 2) % 6 or depth < 8:
-        raise ValueError(f"model {model!r}: CIFAR nets have depth 6n+2 (8, 14, 20, 32, ...).")
-    recipe = "paper_cifar110" if model.startswith("resnet") and depth >= 110 else "paper_cifar"
-    return Net(model, recipe=recipe, **kwargs)
+    import keras_resnet
+
+    arch = keras_resnet.resolve(model.strip())  # unknown names and depths raise here
+    if arch.stem != "cifar":
+        raise ValueError(f"model {model!r} is not a CIFAR-style net name: use 'resnetN' or "
+                         "'plainN' with N = 6n+2 (e.g. resnet20, plain56, resnet110).")
+    net = Net(arch.name, **kwargs)
+    deep = not net.plain and net.depth >= 110
+    return dataclasses.replace(net, recipe="paper_cifar110" if deep else "paper_cifar")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,9 +226,7 @@ class RunRecord:
 
     def curve(self, key: str) -> tuple:
         """(steps, error %) from the metrics rows that have accuracy column `key`."""
-        points = [(int(r["step"]), 100.0 * (1.0 - float(r[key])))
-                  for r in self.rows if r.get(key) not in ("", None)]
-        return tuple(zip(*points)) if points else ((), ())
+        return rundir.curve(self.rows, key, rundir.error_pct)
 
     @property
     def train_error(self) -> float:
@@ -262,17 +258,8 @@ def test_split(recipe) -> str:
 
 def read_run(spec: RunSpec) -> RunRecord:
     """The RunRecord of a finished run directory."""
-    import json
-
-    summary_path = os.path.join(spec.run_dir, "summary.json")
-    if not os.path.exists(summary_path):
+    run = rundir.RunDir(spec.run_dir)
+    if not os.path.exists(run.summary):
         raise ValueError(f"{spec.run_dir} has no summary.json: the run has not finished; "
                          "re-run the experiment to resume it.")
-    with open(summary_path) as f:
-        summary = json.load(f)
-    rows = []
-    metrics = os.path.join(spec.run_dir, "metrics.csv")
-    if os.path.exists(metrics):
-        with open(metrics, newline="") as f:
-            rows = [r for r in csv.DictReader(f) if (r.get("step") or "").isdigit()]
-    return RunRecord(spec, summary, rows)
+    return RunRecord(spec, run.read_summary(), run.read_metrics())

@@ -1,0 +1,71 @@
+"""Training augmentations, chosen by the recipe's `augment` field. All are stateless: their
+randomness is a function of a seed tensor, so a run and its resumed twin see the same images.
+
+- 'cifar' (sec. 4.2): zero-pad 4 pixels on each side, a random crop of the original size, a
+  horizontal flip with probability 1/2. Works on whole batches (`cifar_batch`).
+- 'flip': the horizontal flip alone (no crop), for short runs where crops slow learning.
+- 'imagenet' (sec. 3.4): scale augmentation, the shorter side uniform in [256, 480], a random
+  crop, a flip. Works on one image of any size (`imagenet_image`), before batching.
+- 'none'.
+`erasing` (Zhong et al. 2020, random erasing) optionally follows 'cifar': each image loses one
+random rectangle to zeros with that probability.
+"""
+
+import tensorflow as tf
+
+from train import views
+
+
+def _split(seed, n):
+    return tf.unstack(tf.random.experimental.stateless_split(seed, n))
+
+
+def cifar_batch(images, seed, pad=4):
+    """Pad-crop-flip of a batch: (B, H, W, C) any dtype -> the same shape and dtype; each image
+    gets its own crop offset and flip, drawn from `seed` (int tensor (2,))."""
+    s_y, s_x, s_flip = _split(seed, 3)
+    shape = tf.shape(images)
+    b, h, w = shape[0], images.shape[1], images.shape[2]
+    dy = tf.random.stateless_uniform([b], s_y, 0, 2 * pad + 1, tf.int32)
+    dx = tf.random.stateless_uniform([b], s_x, 0, 2 * pad + 1, tf.int32)
+    flip = tf.random.stateless_uniform([b], s_flip) < 0.5
+    padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    rows = dy[:, None] + tf.range(h)[None]
+    cols = dx[:, None] + tf.range(w)[None]
+    cols = tf.where(flip[:, None], tf.reverse(cols, axis=[1]), cols)
+    x = tf.gather(padded, rows, axis=1, batch_dims=1)
+    return tf.gather(x, cols, axis=2, batch_dims=1)
+
+
+def erase_batch(images, seed, probability, area=(0.02, 0.25), aspect=(0.3, 3.3)):
+    """Random erasing: with `probability`, each image's random rectangle (`area` of the image,
+    aspect ratio in `aspect`, log-uniform) is set to 0. (B, H, W, C) -> same."""
+    s_p, s_a, s_r, s_y, s_x = _split(seed, 5)
+    b, h, w = tf.shape(images)[0], images.shape[1], images.shape[2]
+    on = tf.random.stateless_uniform([b], s_p) < probability
+    frac = tf.random.stateless_uniform([b], s_a, area[0], area[1])
+    log_r = tf.random.stateless_uniform([b], s_r, tf.math.log(aspect[0]), tf.math.log(aspect[1]))
+    eh = tf.clip_by_value(tf.round(tf.sqrt(frac * h * w * tf.exp(log_r))), 1, h)
+    ew = tf.clip_by_value(tf.round(tf.sqrt(frac * h * w / tf.exp(log_r))), 1, w)
+    top = tf.floor(tf.random.stateless_uniform([b], s_y) * (h - eh + 1))
+    left = tf.floor(tf.random.stateless_uniform([b], s_x) * (w - ew + 1))
+    ys = tf.range(h, dtype=tf.float32)[None, :, None]
+    xs = tf.range(w, dtype=tf.float32)[None, None, :]
+    inside = ((ys >= top[:, None, None]) & (ys < (top + eh)[:, None, None])
+              & (xs >= left[:, None, None]) & (xs < (left + ew)[:, None, None]))
+    mask = inside & on[:, None, None]
+    return tf.where(mask[..., None], tf.zeros_like(images), images)
+
+
+def imagenet_image(image, seed, size=(224, 224), scale=(256, 480)):
+    """Scale augmentation of one image (h, w, C) of any size: shorter side uniform in `scale`,
+    a random `size` crop, a flip. float32 (H, W, C); the paper's color augmentation is not
+    applied."""
+    h, w = size
+    s = _split(seed, 3)
+    shorter = tf.random.stateless_uniform([], s[0], minval=scale[0], maxval=scale[1] + 1,
+                                          dtype=tf.int32)
+    image = views.resize_shorter_side(image, tf.maximum(shorter, max(h, w)))
+    channels = image.shape[-1] if image.shape[-1] is not None else tf.shape(image)[-1]
+    image = tf.image.stateless_random_crop(image, [h, w, channels], seed=s[1])
+    return tf.image.stateless_random_flip_left_right(image, seed=s[2])
