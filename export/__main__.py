@@ -4,32 +4,50 @@
     python -m export --model=model.keras --dataset=fashion_mnist --out=exported/m
 
 Flags become an `export.ExportSpec`; `export.export` does the work and writes report.json
-beside the models; the report is printed as a table. Exit status 1 when a format fails its
-verification (its file is not written), 2 on bad input.
+beside the models; the report is printed as a table (LiteRT, MediaPipe and Keras accuracy on
+the same held-out images). Exit status 1 when a format fails its verification (its file is not
+written), 2 on bad input. --verbosity=0 brings back INFO logs.
 """
 
+import os
 import sys
 
-from absl import app, flags
+if not any(arg.startswith(("--verbosity", "-v")) for arg in sys.argv[1:]):
+    import train  # noqa: E402
 
-import export
+    train.quiet_native_logs()  # before `export` imports TensorFlow
+
+from absl import app, flags, logging  # noqa: E402
+
+from export import spec as spec_lib  # noqa: E402
 
 FLAGS = flags.FLAGS
-_DEFAULTS = export.ExportSpec()
+_DEFAULTS = spec_lib.ExportSpec()
 flags.DEFINE_string("model", None, "A .keras model file (raw-pixel input).")
 flags.DEFINE_string("run_dir", None, "A run directory of `python -m train` (model.keras, "
                     "recipe.json).")
 flags.DEFINE_string("out", None, "Output directory.")
-flags.DEFINE_list("formats", list(export.DEFAULT_FORMATS),
-                  f"Formats to export, from {list(export.FORMATS)}.")
+flags.DEFINE_list("formats", list(spec_lib.DEFAULT_FORMATS),
+                  f"Formats to export, from {list(spec_lib.FORMATS)}.")
 flags.DEFINE_string("dataset", None, "train.data dataset for calibration and verification "
                     "(default: the run's recipe).")
 flags.DEFINE_string("data_dir", None, "TFDS data dir (default $KERAS_RESNET_DATA or "
                     "~/tensorflow_datasets).")
-flags.DEFINE_integer("eval_images", _DEFAULTS.eval_images, "Held-out test images to verify on.")
+flags.DEFINE_integer("eval_images", _DEFAULTS.eval_images, "Held-out test images to verify on "
+                     "(all of the test split when it has fewer).")
 flags.DEFINE_integer("calibration_images", _DEFAULTS.calibration_images,
                      "Training images that calibrate int8.")
-flags.DEFINE_enum("io_dtype", _DEFAULTS.io_dtype, ["uint8", "int8"], "I/O type of int8_io.")
+flags.DEFINE_bool("frames", _DEFAULTS.frames, "TFLite files take uint8 RGB camera frames "
+                  "(MediaPipe, phone apps); --noframes keeps the model's own float32 input.")
+flags.DEFINE_enum("io_dtype", _DEFAULTS.io_dtype, list(spec_lib.IO_DTYPES),
+                  "Integer type of int8_io's output (and input, with --noframes).")
+flags.DEFINE_enum("mediapipe", _DEFAULTS.mediapipe, ["auto", "on", "off"],
+                  "Verify every .tflite in MediaPipe's ImageClassifier: auto (when installed), "
+                  "on (required), off.")
+flags.DEFINE_string("author", _DEFAULTS.author, "TFLite Metadata author.")
+flags.DEFINE_string("license", _DEFAULTS.license, "TFLite Metadata license.")
+flags.DEFINE_string("model_version", _DEFAULTS.version, "TFLite Metadata version (default: the "
+                    "run's weights digest).")
 flags.DEFINE_float("min_agreement_float", _DEFAULTS.min_agreement_float,
                    "Least top-1 agreement with Keras for float32/float16/pruned/SavedModel.")
 flags.DEFINE_float("min_agreement_int8", _DEFAULTS.min_agreement_int8,
@@ -49,15 +67,36 @@ flags.DEFINE_integer("seed", _DEFAULTS.seed, "Fine-tuning data order.")
 
 def spec_from_flags():
     """The ExportSpec that the flags describe."""
-    return export.ExportSpec(
+    return spec_lib.ExportSpec(
         formats=tuple(FLAGS.formats), dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
         eval_images=FLAGS.eval_images, calibration_images=FLAGS.calibration_images,
-        io_dtype=FLAGS.io_dtype, min_agreement_float=FLAGS.min_agreement_float,
+        frames=FLAGS.frames, io_dtype=FLAGS.io_dtype, mediapipe=FLAGS.mediapipe,
+        author=FLAGS.author, license=FLAGS.license, version=FLAGS.model_version, min_agreement_float=FLAGS.min_agreement_float,
         min_agreement_int8=FLAGS.min_agreement_int8, fine_tune_steps=FLAGS.fine_tune_steps,
         fine_tune_batch_size=FLAGS.fine_tune_batch_size,
         fine_tune_learning_rate=FLAGS.fine_tune_learning_rate, augment=FLAGS.augment,
         sparsity=FLAGS.sparsity, threads=tuple(int(t) for t in FLAGS.threads),
         latency_runs=FLAGS.latency_runs, seed=FLAGS.seed)
+
+
+def print_report(report, out):
+    import export
+
+    images = (f"all {report['eval_images']}" if report["all_images"]
+              else f"{report['eval_images']} of {report['available_images']}")
+    print(f"\n{report['model']} on {images} held-out {report['dataset']} images "
+          f"({report['split']}; Keras accuracy {report['keras_accuracy']:.4f}):\n")
+    print(export.format_table(report["formats"]))
+    for row in report["formats"]:
+        if row.get("non_integer_ops"):
+            print(f"note: {row['format']} is not fully integer: {row['non_integer_ops']}")
+        if "zip_ratio" in row:
+            print(f"note: pruned to sparsity {row['sparsity']:.2f}: gzip {row['zipped_bytes']} "
+                  f"bytes vs dense {row['dense_zipped_bytes']} ({row['zip_ratio']:.2f}x smaller)")
+        if row.get("mediapipe") not in (None, "ran"):
+            print(f"note: MediaPipe {row['format']}: {row['mediapipe']}")
+    print(f"\nWrote {out} (report.json, metadata.json, labels.txt; labels and normalization "
+          "are inside every .tflite).")
 
 
 def main(argv):
@@ -67,6 +106,10 @@ def main(argv):
         raise app.UsageError("Pass exactly one of --model=path.keras or --run_dir=DIR.")
     if not FLAGS.out:
         raise app.UsageError("--out=DIR is required.")
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    import export
+
     try:
         report = export.export(FLAGS.model or FLAGS.run_dir, FLAGS.out, spec_from_flags())
     except export.VerificationError as e:
@@ -75,16 +118,7 @@ def main(argv):
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"\n{report['model']} on {report['eval_images']} held-out {report['dataset']} images "
-          f"(Keras accuracy {report['keras_accuracy']:.4f}):\n")
-    print(export.format_table(report["formats"]))
-    for row in report["formats"]:
-        if row.get("non_integer_ops"):
-            print(f"note: {row['format']} is not fully integer: {row['non_integer_ops']}")
-        if "zip_ratio" in row:
-            print(f"note: pruned to sparsity {row['sparsity']:.2f}: gzip {row['zipped_bytes']} "
-                  f"bytes vs dense {row['dense_zipped_bytes']} ({row['zip_ratio']:.2f}x smaller)")
-    print(f"\nWrote {FLAGS.out} (report.json, metadata.json, labels.txt).")
+    print_report(report, FLAGS.out)
     return 0
 
 

@@ -1,10 +1,13 @@
 """`python -m export.predict MODEL IMAGE...`: classify image files with an exported model.
 
-MODEL is a `.tflite` file or a SavedModel directory written by `python -m export`; its
-metadata.json (beside the file, or in the SavedModel's assets/) gives the input size, the
-resizing and the class names, as an app on a device would use them.
+MODEL is a `.tflite` file or a SavedModel directory written by `python -m export`. A .tflite
+needs nothing beside it: like a phone app, this reads the class names and input size from the
+file's own TFLite Metadata, resizes each image to that size and feeds it (uint8 RGB frames; a
+file exported with --noframes gets the evaluation view of the metadata.json beside it). A
+SavedModel reads its labels from assets/labels.txt and resizes inside its signature.
 """
 
+import json
 import os
 import sys
 
@@ -12,8 +15,9 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from export import formats
+from export import tflite_metadata
 from export.verify import TFLiteModel
+from train import views
 
 flags.DEFINE_integer("top_k", 3, "Classes to print per image.")
 flags.DEFINE_integer("num_threads", 2, "TFLite interpreter threads.")
@@ -31,24 +35,42 @@ def read_image(path, channels):
 
 
 class Classifier:
-    """An exported model with its metadata: `__call__(uint8 image) -> probabilities`."""
+    """An exported model and its labels: `__call__(uint8 image (h, w, C)) -> probabilities`."""
 
     def __init__(self, model_path, num_threads=2):
-        self.metadata = formats.read_metadata(model_path)
-        self.class_names = self.metadata["class_names"]
-        self.spec = self.metadata["input"]
+        self._tflite = self._serve = self.view = None
         if os.path.isdir(model_path):
             self._serve = tf.saved_model.load(model_path).signatures["serving_default"]
-            self._tflite = None
-        else:
-            self._tflite = TFLiteModel(model_path, num_threads=num_threads)
+            with open(os.path.join(model_path, "assets", "labels.txt")) as f:
+                self.class_names = f.read().splitlines()
+            (spec,) = tf.nest.flatten(self._serve.structured_input_signature)
+            self.channels = int(spec.shape[-1])
+            return
+        self._tflite = TFLiteModel(model_path, num_threads=num_threads)
+        self.class_names = list(tflite_metadata.read_metadata(model_path)["labels"])
+        self.channels = self._tflite.input_shape[-1]
+        if self._tflite.input_dtype != np.uint8:  # exported with --noframes: the model's input
+            beside = os.path.join(os.path.dirname(os.path.abspath(model_path)), "metadata.json")
+            if os.path.isfile(beside):
+                with open(beside) as f:
+                    self.view = views.View.from_dict(json.load(f)["view"])
 
     def __call__(self, image):
-        batch = tf.constant(np.asarray(image, np.uint8)[None])
-        if self._tflite is None:
+        image = np.asarray(image, np.uint8)
+        if image.ndim == 2:
+            image = image[..., None]
+        if image.shape[-1] != self.channels:  # gray <-> RGB, as an app's image decoder does
+            image = tf.image.grayscale_to_rgb(tf.constant(image)).numpy() if self.channels == 3 else \
+                tf.cast(tf.round(tf.image.rgb_to_grayscale(tf.cast(image, tf.float32))), tf.uint8).numpy()
+        batch = tf.constant(image[None])
+        if self._serve is not None:
             return self._serve(images=batch)["probabilities"].numpy()[0]
-        pixels = formats.serving_preprocess(batch, self.spec).numpy()
-        return self._tflite.predict(pixels)[0]
+        h, w = self._tflite.input_shape[:2]
+        if self.view is not None:
+            pixels = views.apply(batch, self.view)
+        else:
+            pixels = views.resize(batch, views.View(h, w, batch.shape[-1]))
+        return self._tflite.predict(pixels.numpy())[0]
 
     def top_k(self, image, k=3):
         """[(class name, probability), ...], best first."""
@@ -64,7 +86,7 @@ def main(argv):
     try:
         classifier = Classifier(model_path, flags.FLAGS.num_threads)
         for path in images:
-            image = read_image(path, classifier.spec["channels"])
+            image = read_image(path, classifier.channels)
             ranked = classifier.top_k(image, flags.FLAGS.top_k)
             print(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in ranked))
     except ValueError as e:

@@ -12,7 +12,7 @@ import tensorflow_model_optimization as tfmot
 import tf_keras
 from absl import logging
 
-from export import qat
+from export import bridge
 
 PRUNABLE = (tf_keras.layers.Conv2D, tf_keras.layers.Dense, tf_keras.layers.DepthwiseConv2D)
 
@@ -26,7 +26,7 @@ def prunable_twin(model, schedule):
             return tfmot.sparsity.keras.prune_low_magnitude(twin, pruning_schedule=schedule)
         return twin
 
-    return qat.to_tf_keras(model, wrap=wrap)
+    return bridge.to_tf_keras(model, wrap=wrap)
 
 
 def prune(model, train_dataset, *, sparsity=0.75, steps=500, learning_rate=1e-3, verbose=2):
@@ -50,7 +50,7 @@ def prune(model, train_dataset, *, sparsity=0.75, steps=500, learning_rate=1e-3,
                  metrics=["accuracy"])
     twin.fit(train_dataset, epochs=1, steps_per_epoch=steps, verbose=verbose,
              callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
-    with tf_keras.utils.custom_object_scope(qat.TWIN_OBJECTS):
+    with tf_keras.utils.custom_object_scope(bridge.TWIN_OBJECTS):
         stripped = tfmot.sparsity.keras.strip_pruning(twin)
     logging.info("Pruned %s to %.3f sparsity.", model.name, weight_sparsity(stripped))
     return stripped

@@ -1,8 +1,13 @@
-"""Runs exported models as a device would (LiteRT interpreter, XNNPACK) and checks them.
+"""Runs exported files as a device would and checks them against the Keras model.
 
-`verify_tflite` compares a `.tflite` file with its reference (the Keras model's probabilities on
-the same held-out images): top-1 accuracy of both, top-1 agreement, max abs difference, file
-size, batch-1 latency at 1 and 2 threads. `format_table` prints such reports side by side.
+- `verify_tflite`: the LiteRT interpreter (XNNPACK) on held-out images: top-1 accuracy,
+  agreement with the reference (the Keras model's probabilities on the same images), max abs
+  difference, file size, batch-1 latency at 1 and 2 threads.
+- `verify_metadata`: the file's own TFLite Metadata read back: labels, normalization, input.
+- `verify_mediapipe`: MediaPipe Tasks' ImageClassifier (what Android, iOS and web apps use) on
+  the same frames: its top-1 beside LiteRT's, and the category names it returned.
+- `verify_saved_model`: the SavedModel's uint8 `serving_default` on the images as stored.
+`format_table` prints the rows side by side.
 """
 
 import os
@@ -10,7 +15,10 @@ import statistics
 import time
 
 import numpy as np
+import tensorflow as tf
 from absl import logging
+
+from export import mediapipe_runtime, tflite_metadata
 
 
 class VerificationError(RuntimeError):
@@ -59,7 +67,7 @@ class TFLiteModel:
             return images.astype(np.float32)
         scale, zero_point = self.input_quantization
         info = np.iinfo(self.input_dtype)
-        q = np.round(images / scale + zero_point)
+        q = np.round(images / scale + zero_point) if scale else np.round(images)
         return np.clip(q, info.min, info.max).astype(self.input_dtype)
 
     def _dequantize(self, outputs):
@@ -69,7 +77,8 @@ class TFLiteModel:
         return (outputs.astype(np.float32) - zero_point) * scale
 
     def predict(self, images, batch_size=100, progress=False):
-        """float32 raw pixels (N, H, W, C) -> float32 probabilities (N, classes)."""
+        """Pixels (N, H, W, C) as the file takes them (float32 model inputs, or uint8 frames
+        given as numbers) -> float32 probabilities (N, classes)."""
         images = np.asarray(images)
         if images.ndim != 4 or tuple(images.shape[1:]) != self.input_shape:
             raise ValueError(f"{self.name} takes images of shape (N, {self.input_shape}); "
@@ -136,8 +145,9 @@ def verify_tflite(path, images, labels, reference, *, min_agreement, threads=(1,
                   latency_runs=50, name=None):
     """Runs `path` on held-out `images` and compares with `reference` probabilities.
 
-    Returns the report dict (file, size, accuracies, agreement, max abs diff, latency per
-    thread count, passed). Does not raise: the caller decides what a failure does.
+    Returns (the report dict: file, size, accuracies, agreement, max abs diff, latency per
+    thread count, passed; the file's probabilities). Does not raise: the caller decides what a
+    failure does.
     """
     model = TFLiteModel(path, num_threads=max(threads))
     probabilities = model.predict(images, progress=True)
@@ -153,16 +163,89 @@ def verify_tflite(path, images, labels, reference, *, min_agreement, threads=(1,
     report["passed"] = report["agreement"] >= min_agreement
     logging.info("Verified %s: agreement %.4f (min %.4f), accuracy %.4f.", path,
                  report["agreement"], min_agreement, report["accuracy"])
-    return report
+    return report, probabilities
+
+
+def verify_metadata(path, card) -> list:
+    """Problems of the file's TFLite Metadata against what the model expects (`card`, an
+    `export.tflite_metadata.ModelCard`): [] when labels, input size, color space and
+    normalization read back as written and the input quantization maps frames to pixels."""
+    try:
+        meta = tflite_metadata.read_metadata(path)
+    except ValueError as e:
+        return [str(e)]
+    def plain(value):
+        return tuple(value) if isinstance(value, (list, tuple)) else value
+
+    problems = [f"{key}: the file says {meta.get(key)!r}, the model needs {getattr(card, key)!r}"
+                for key in ("labels", "color_space", "mean", "std", "name")
+                if plain(meta.get(key)) != plain(getattr(card, key))]
+    model = TFLiteModel(path, num_threads=1)
+    if (meta.get("height"), meta.get("width")) != model.input_shape[:2]:
+        problems.append(f"input size: metadata {meta.get('height')}x{meta.get('width')}, "
+                        f"tensor {model.input_shape[:2]}")
+    scale, zero_point = model.input_quantization
+    if model.input_dtype == np.uint8 and scale and (abs(scale * card.std[0] - 1) > 1e-6
+                                                    or abs(zero_point - card.mean[0]) > 0.5):
+        problems.append(f"uint8 input quantization (scale {scale}, zero point {zero_point}) "
+                        f"does not take pixels as they come (MediaPipe feeds them unchanged)")
+    return problems
+
+
+def verify_mediapipe(path, frames, labels, litert_probabilities, class_names, min_agreement):
+    """MediaPipe ImageClassifier on uint8 RGB `frames`: its accuracy, its top-1 agreement with
+    LiteRT's on the same frames, and whether the names it returned are the labels. Raises
+    ValueError with MediaPipe's own message when it refuses the file."""
+    with mediapipe_runtime.ImageClassifierRunner(path) as runner:
+        top1, names, _ = runner.classify(frames)
+    litert = litert_probabilities.argmax(-1)
+    expected_names = [class_names[i] for i in top1]
+    row = {"mediapipe_accuracy": float(np.mean(top1 == labels)),
+           "mediapipe_agreement": float(np.mean(top1 == litert)),
+           "mediapipe_names_ok": list(names) == expected_names,
+           "mediapipe_names": sorted(set(names))[:12]}
+    row["mediapipe_passed"] = (row["mediapipe_agreement"] >= min_agreement
+                               and row["mediapipe_names_ok"])
+    return row
+
+
+def _dir_size(path):
+    return sum(os.path.getsize(os.path.join(root, f))
+               for root, _, files in os.walk(path) for f in files)
+
+
+def verify_saved_model(path, raw_groups, labels, reference, *, min_agreement, runs=20):
+    """Runs the uint8 `serving_default` of a SavedModel on the images as stored (same-size
+    groups `[(indices, uint8 (n, h, w, C))]`); compares with `reference`."""
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    probabilities = np.zeros_like(reference)
+    for index, images in raw_groups:
+        out = [serve(images=tf.constant(images[i:i + 250]))["probabilities"].numpy()
+               for i in range(0, len(images), 250)]
+        probabilities[index] = np.concatenate(out)
+    one = tf.constant(raw_groups[0][1][:1])
+    times = []
+    for _ in range(runs + 3):
+        start = time.perf_counter()
+        serve(images=one)
+        times.append(time.perf_counter() - start)
+    row = {"format": "saved_model", "file": os.path.basename(path), "size_bytes": _dir_size(path),
+           **compare(probabilities, reference, labels), "input_dtype": "uint8 (any size)",
+           "latency_ms": {"tf": round(1000 * statistics.median(times[3:]), 3)},
+           "min_agreement": min_agreement}
+    row["passed"] = row["agreement"] >= min_agreement
+    return row
 
 
 COLUMNS = (
     ("format", "format", "{}"),
     ("size", "size_bytes", "{}"),
-    ("acc", "accuracy", "{:.4f}"),
-    ("ref acc", "reference_accuracy", "{:.4f}"),
+    ("input", "input_dtype", "{}"),
+    ("LiteRT acc", "accuracy", "{:.4f}"),
+    ("Keras acc", "reference_accuracy", "{:.4f}"),
     ("agree", "agreement", "{:.4f}"),
-    ("max|diff|", "max_abs_diff", "{:.2e}"),
+    ("MediaPipe acc", "mediapipe_accuracy", "{:.4f}"),
+    ("MP=LiteRT", "mediapipe_agreement", "{:.4f}"),
     ("ms 1 thr", ("latency_ms", "1"), "{:.2f}"),
     ("ms 2 thr", ("latency_ms", "2"), "{:.2f}"),
     ("ok", "passed", "{}"),

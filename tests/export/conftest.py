@@ -17,20 +17,21 @@ def run_dir(tmp_path_factory, fashion_dir):
     pixels in, mean subtraction inside) fitted for one epoch on 16k Fashion-MNIST images."""
     import keras
 
-    from train import data, loop, recipes
+    from train import data, pipeline, recipes, views
+    from train import model as model_lib
 
     keras.utils.set_random_seed(0)
-    recipe = recipes.resolve("smoke", model="resnet8", dataset="fashion_mnist", augment="none")
+    recipe = recipes.resolve("smoke", model="resnet8", dataset="fashion_mnist", augment="none",
+                             bn_momentum=0.9)
     ds, info = data.load("fashion_mnist", f"train[:{TRAIN_IMAGES}]", data_dir=fashion_dir)
-    model = loop.build_model(recipe, info)
-    for layer in model.layers:  # BN statistics settle within one short epoch
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = 0.9
+    view = views.for_dataset(info)
+    examples = pipeline.prepare(ds, info, view, "none")
+    model = model_lib.build_model(recipe, view, data.normalization(info, view, examples.images),
+                                  info.num_classes)
     model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    train = data.pipeline(ds, info, training=True, batch_size=32, augment="none", seed=0,
-                          repeat=False)
-    model.fit(train, epochs=1, verbose=0)
+    train = pipeline.train_batches(examples, batch_size=32, augment="none", seed=0)
+    model.fit(train, epochs=1, steps_per_epoch=TRAIN_IMAGES // 32, verbose=0)
     path = tmp_path_factory.mktemp("run")
     model.save(str(path / "model.keras"))
     (path / "recipe.json").write_text(recipe.to_json())
@@ -48,13 +49,13 @@ def keras_model(run_dir):
 
 @pytest.fixture(scope="session")
 def held_out(run_dir, fashion_dir):
-    """(float32 raw images (N, 32, 32, 1), labels) of the first EVAL_IMAGES test images."""
+    """The export's data of the first EVAL_IMAGES test images (`export.ExportData`: model
+    inputs (N, 32, 32, 1), labels, uint8 RGB frames (N, 28, 28, 3), ...)."""
     import export
 
     spec = export.ExportSpec(dataset="fashion_mnist", data_dir=fashion_dir,
                              eval_images=EVAL_IMAGES, calibration_images=8)
-    data = export.load_data("fashion_mnist", (32, 32, 1), spec)
-    return data.eval_images, data.eval_labels
+    return export.load_data("fashion_mnist", (32, 32, 1), spec, export.load_source(run_dir))
 
 
 @pytest.fixture(scope="session")

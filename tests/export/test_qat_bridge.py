@@ -6,7 +6,7 @@ import pytest
 import tf_keras
 
 import keras_resnet
-from export import qat
+from export import bridge, qat
 from tests.keras_resnet.conftest import randomize
 
 
@@ -15,8 +15,8 @@ def _images(shape, n=8, seed=0):
 
 
 def test_twin_of_the_trained_cifar_net(keras_model, held_out):
-    images, _ = held_out
-    twin = qat.to_tf_keras(keras_model)
+    images = held_out.eval_inputs
+    twin = bridge.to_tf_keras(keras_model)
     assert isinstance(twin, tf_keras.Model)
     k3 = {layer.name for layer in keras_model.layers if layer.weights}
     assert k3 <= {layer.name for layer in twin.layers}
@@ -33,7 +33,7 @@ def test_twin_of_a_nested_imagenet_net_with_preprocessing():
         input_shape=(64, 64, 3), classes=5))
     inputs = keras.Input((64, 64, 3))
     outer = keras.Model(inputs, keras.layers.Softmax()(inner(inputs)))
-    twin = qat.to_tf_keras(outer)
+    twin = bridge.to_tf_keras(outer)
     images = _images((64, 64, 3))
     np.testing.assert_allclose(twin(images).numpy(), outer(images).numpy(), atol=1e-5)
 
@@ -43,12 +43,12 @@ def test_bottleneck_net_with_option_a_and_b_shortcuts():
         [(4, 1, 1), (8, 2, 2)], "bottleneck", stem="cifar", shortcut="A", input_shape=(16, 16, 1),
         classes=3))
     images = _images((16, 16, 1))
-    np.testing.assert_allclose(qat.to_tf_keras(model)(images).numpy(), model(images).numpy(),
+    np.testing.assert_allclose(bridge.to_tf_keras(model)(images).numpy(), model(images).numpy(),
                                atol=1e-4)
 
 
 def test_quantized_twin_calibrates_to_the_float_model(keras_model, held_out):
-    images, _ = held_out
+    images = held_out.eval_inputs
     qat_model = qat.quantize(keras_model)
     qat.calibrate_ranges(qat_model, images[-256:])
     expected = keras_model.predict(images[:300], verbose=0).argmax(-1)
@@ -60,4 +60,4 @@ def test_a_layer_without_twin_is_named():
     inputs = keras.Input((8, 8, 3))
     model = keras.Model(inputs, keras.layers.LayerNormalization(name="ln")(inputs))
     with pytest.raises(ValueError, match="'ln' of class LayerNormalization has no tf_keras twin"):
-        qat.to_tf_keras(model)
+        bridge.to_tf_keras(model)
