@@ -2,6 +2,19 @@
 
 from setuptools import find_packages, setup
 
+TRAIN = [
+    "tensorflow>=2.21,<2.22",
+    "tensorflow-datasets>=4.9.10,<5",
+    "importlib_resources",  # tensorflow-datasets 4.9.10 imports it without declaring it
+    "absl-py",
+    "matplotlib",
+]
+EXPORT = TRAIN + [
+    "tensorflow-model-optimization>=0.8.1,<0.9",
+    "tf_keras>=2.21,<2.22",
+    "ai-edge-litert>=2.3",
+]
+
 setup(
     name="keras-resnet",
     version="0.1.0",
@@ -14,23 +27,17 @@ setup(
     packages=find_packages(include=["keras_resnet", "keras_resnet.*", "train", "train.*",
                                     "export", "export.*"]),
     package_data={"keras_resnet": ["data/*.json"]},
-    install_requires=[
-        "keras>=3.15,<4",
-        "numpy",
-        "h5py",
-        "safetensors>=0.4",
-        "tensorflow>=2.21,<2.22",
-        "tensorflow-datasets>=4.9.10,<5",
-        "importlib_resources",  # tensorflow-datasets 4.9.10 imports it without declaring it
-        "tensorflow-model-optimization>=0.8.1,<0.9",
-        "tf_keras>=2.21,<2.22",
-        "absl-py",
-        "ai-edge-litert>=2.3",
-        "matplotlib",
-        "tqdm",
-    ],
+    # The model library needs only these (it builds under the JAX and PyTorch backends too).
+    install_requires=["keras>=3.15,<4", "numpy", "h5py", "safetensors>=0.4"],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout", "nbclient", "nbformat", "ipykernel", "jax", "pillow"],
+        "train": TRAIN,
+        "export": EXPORT,
+        # MediaPipe Tasks pins absl-py~=2.3 while TFMOT 0.8.1 pins absl-py~=1.2 (it works with
+        # 2.x): install it in a second step, `pip install -e ".[mobile]"`, as scripts/setup.sh
+        # does, since one resolution of both fails.
+        "mobile": ["mediapipe==1.2.2"],
+        "test": EXPORT + ["pytest>=8", "pytest-timeout", "nbclient", "nbformat", "ipykernel",
+                          "jax", "pillow"],
         "torch": ["torch==2.14.1", "torchvision==0.29.1", "timm==1.0.31"],
         "bench": ["onnxruntime", "tf2onnx"],
     },
