@@ -11,6 +11,8 @@ import os
 import h5py
 import numpy as np
 
+from keras_resnet.weights.mismatch import mismatch_problems
+
 TORCH_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
 
@@ -75,15 +77,7 @@ def assign_weights(model, weights):
         if want != got:
             mismatched.append(f"{name}: model {want} vs file {got}")
     if missing or unexpected or mismatched:
-        def head(items):
-            return ", ".join(items[:8]) + (f" ... ({len(items)} in all)" if len(items) > 8 else "")
-        problems = []
-        if missing:
-            problems.append(f"missing in the file: {head(missing)}")
-        if unexpected:
-            problems.append(f"not in the model: {head(unexpected)}")
-        if mismatched:
-            problems.append(f"shape mismatch: {head(mismatched)}")
+        problems = mismatch_problems(missing, unexpected, mismatched, shown=8)
         raise ValueError(
             f"The weights do not match model {model.name!r} (is it the same architecture, depth "
             f"and class count?); nothing was loaded. " + "; ".join(problems)

@@ -25,6 +25,8 @@ import re
 
 import numpy as np
 
+from keras_resnet.weights.mismatch import mismatch_problems
+
 
 # --- reading -----------------------------------------------------------------------------------
 
@@ -164,11 +166,6 @@ def _natural(key):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", key)]
 
 
-def _head(items, n=6):
-    items = sorted(items, key=_natural)
-    return ", ".join(items[:n]) + (f" ... ({len(items)} in all)" if len(items) > n else "")
-
-
 def torch_state_dict_to_keras(state_dict: dict, model) -> dict:
     """Maps a torchvision/timm ResNet state dict onto `model`'s layers.
 
@@ -210,12 +207,8 @@ def torch_state_dict_to_keras(state_dict: dict, model) -> dict:
             problems.append(f"the file's classifier has {np.shape(given['fc.weight'])[0]} classes, "
                             f"the model {expected['fc.weight'][2][0]} (set classes= to match, or "
                             "include_top=False)")
-        if missing:
-            problems.append(f"missing in the file: {_head(missing)}")
-        if unexpected:
-            problems.append(f"not in the model: {_head(unexpected)}")
-        if mismatched:
-            problems.append(f"shape mismatch: {_head(mismatched)}")
+        problems += mismatch_problems(*(sorted(items, key=_natural) for items in
+                                               (missing, unexpected, mismatched)), shown=6)
         raise ValueError(
             f"The PyTorch weights do not fit model {model.name!r}; nothing was loaded. "
             + "; ".join(problems)
