@@ -22,7 +22,8 @@ class native_stderr_quiet:
     """Keeps native (C++) writes to stderr off the terminal inside the block when absl's
     verbosity is below INFO (the command lines' default): TensorFlow's start-up notices and the
     TFLite converter's progress lines ignore TF_CPP_MIN_LOG_LEVEL in TF 2.21
-    (tensorflow/tensorflow#100442). Python exceptions still carry their messages."""
+    (tensorflow/tensorflow#100442). They go to the native log when `quiet_native_logs` set one,
+    else to /dev/null. Python exceptions still carry their messages."""
 
     def __init__(self, always=False):
         self.always = always
@@ -37,9 +38,9 @@ class native_stderr_quiet:
             return self
         sys.stderr.flush()
         self._saved = _os.dup(2)
-        devnull = _os.open(_os.devnull, _os.O_WRONLY)
-        _os.dup2(devnull, 2)
-        _os.close(devnull)
+        target = _open_native_target()
+        _os.dup2(target, 2)
+        _os.close(target)
         return self
 
     def __exit__(self, *exc):
@@ -48,24 +49,81 @@ class native_stderr_quiet:
             _os.close(self._saved)
 
 
-def quiet_native_logs():
-    """For the command lines' quiet default: native (C++) writes to stderr go to /dev/null for
+_NATIVE_LOG = {"path": None, "temporary": False, "fd": None}
+
+
+def _open_native_target():
+    """A new write descriptor for native stderr lines: the native log when one is set, else
+    /dev/null."""
+    if _NATIVE_LOG["fd"] is not None:
+        return _os.dup(_NATIVE_LOG["fd"])
+    return _os.open(_os.devnull, _os.O_WRONLY)
+
+
+def native_log_path():
+    """Where native (C++) stderr lines go under the quiet default; None before
+    `quiet_native_logs`."""
+    return _NATIVE_LOG["path"]
+
+
+def _switch_native_log(path, temporary):
+    """Opens `path` (appending, with a header line), moves an earlier log's lines into it, and
+    keeps its descriptor."""
+    import shutil
+    import time
+
+    old, old_fd, was_temporary = (_NATIVE_LOG[k] for k in ("path", "fd", "temporary"))
+    fd = _os.open(path, _os.O_WRONLY | _os.O_CREAT | _os.O_APPEND, 0o644)
+    if not temporary:
+        _os.write(fd, f"# keras-resnet native log: pid {_os.getpid()}, "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+    if old and _os.path.exists(old):
+        with open(old, "rb") as src, _os.fdopen(_os.dup(fd), "ab") as dst:
+            shutil.copyfileobj(src, dst)
+        if was_temporary:
+            _os.remove(old)
+    if old_fd is not None:
+        _os.close(old_fd)
+    _NATIVE_LOG.update(path=path, temporary=temporary, fd=fd)
+
+
+def quiet_native_logs(path=None):
+    """For the command lines' quiet default: native (C++) writes to stderr go to a log file for
     the rest of the process, Python's (warnings, errors, absl WARNING logs, tracebacks) still
     reach the terminal. TensorFlow 2.21, LiteRT and MediaPipe write INFO lines natively that
-    TF_CPP_MIN_LOG_LEVEL cannot hide (tensorflow/tensorflow#100442). Idempotent."""
+    TF_CPP_MIN_LOG_LEVEL cannot hide (tensorflow/tensorflow#100442), but a fatal native error
+    (a CHECK failure before an abort) is written the same way, so it is kept: in `path`
+    (the CLIs pass RUN_DIR/native.log or OUT/native.log), else in a temporary file that a
+    normal exit removes and a crash leaves behind. A later call with a path moves the log
+    there (with what it holds). TensorFlow's own INFO lines are still filtered
+    (TF_CPP_MIN_LOG_LEVEL=1 unless set); warnings and errors land in the log."""
+    import atexit
     import io
     import sys
+    import tempfile
 
     from absl import logging
 
-    if getattr(sys.stderr, "_keras_resnet_quiet", False):
+    quiet = getattr(sys.stderr, "_keras_resnet_quiet", False)
+    current = _NATIVE_LOG["path"]
+    if quiet and (path is None or (current and _os.path.abspath(path) == current)):
         return
-    _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if path is None:
+        fd, path = tempfile.mkstemp(prefix="keras_resnet_native_", suffix=".log")
+        _os.close(fd)
+        atexit.register(lambda p=path: _os.path.exists(p) and _os.remove(p))
+        _switch_native_log(path, temporary=True)
+    else:
+        path = _os.path.abspath(_os.path.expanduser(path))
+        _os.makedirs(_os.path.dirname(path), exist_ok=True)
+        _switch_native_log(path, temporary=False)
     sys.stderr.flush()
+    if quiet:
+        _os.dup2(_NATIVE_LOG["fd"], 2)
+        return
+    _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     terminal = _os.dup(2)
-    devnull = _os.open(_os.devnull, _os.O_WRONLY)
-    _os.dup2(devnull, 2)
-    _os.close(devnull)
+    _os.dup2(_NATIVE_LOG["fd"], 2)
     stream = io.TextIOWrapper(_os.fdopen(terminal, "wb", buffering=0), write_through=True,
                               encoding=sys.stderr.encoding or "utf-8", errors="backslashreplace")
     setattr(stream, "_keras_resnet_quiet", True)

@@ -63,14 +63,16 @@ def overrides_from_flags() -> dict:
 
 def quiet_logs() -> None:
     """INFO logs off unless --verbosity was given: absl's and TFDS's (Python), TensorFlow's own
-    (C++, read when TensorFlow is imported: call this first)."""
+    (C++, read when TensorFlow is imported: call this first; its lines go to
+    RUN_DIR/native.log)."""
     if FLAGS["verbosity"].present:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if FLAGS.verbosity >= 0 else "2")
         return
     logging.set_verbosity(logging.WARNING)
     import train
+    from train import rundir
 
-    train.quiet_native_logs()
+    train.quiet_native_logs(rundir.RunDir(FLAGS.run_dir).native_log())
     import tensorflow_datasets as tfds
 
     tfds.disable_progress_bar()
@@ -103,6 +105,8 @@ def main(argv):
         else:
             recipe = recipes.resolve(FLAGS.recipe or "paper_cifar")
         recipe = recipe.replace(**overrides_from_flags())
+        for warning in recipe.warnings():
+            print(f"warning: {warning}", file=sys.stderr)
         summary = loop.train(recipe, FLAGS.run_dir, FLAGS.strategy, data_dir=FLAGS.data_dir,
                              verbose=FLAGS.verbose)
     except (ValueError, FileNotFoundError) as e:

@@ -1,12 +1,14 @@
 """Class-per-folder image trees: `root/<split>/<class>/<image>`, a user's own data.
 
 Classes are the sorted union of the class folders of every split (so a split that lacks a
-class keeps the others' labels, as TFDS's ImageFolder does); examples are ordered by class,
-then file name, on every machine. Images (PNG, JPEG, GIF, BMP) decode to RGB uint8, whatever
-their own mode (grayscale photos become three equal channels). Their sizes are read from the
-file headers, so a tree whose images all have one size is known to have it before decoding.
+class keeps the others' labels, as TFDS's ImageFolder does); examples come in one fixed
+shuffled order, the same on every machine (`files`). Images (PNG, JPEG, GIF, BMP) decode to
+RGB uint8, whatever their own mode (grayscale photos become three equal channels). Their sizes
+are read from the file headers, so a tree whose images all have one size is known to have it
+before decoding.
 """
 
+import hashlib
 import os
 import re
 import struct
@@ -58,7 +60,10 @@ def resolve_split(root: str, base: str) -> str:
 
 
 def files(root: str, split: str) -> tuple:
-    """(paths, labels) of one split, ordered by class then file name."""
+    """(paths, labels) of one split in a fixed shuffled order, so that any slice (`train[:500]`,
+    a calibration sample, a streamed shuffle buffer) holds every class, as a TFDS split's
+    shuffled files do: ordered by `order_key`, a hash of "class/file name", so every file's
+    place is the same on every machine and adding an image moves no other."""
     names = class_names(root)
     paths, labels = [], []
     for label, name in enumerate(names):
@@ -72,7 +77,13 @@ def files(root: str, split: str) -> tuple:
     if not paths:
         raise ValueError(f"{os.path.join(root, split)} holds no images ({', '.join(EXTENSIONS)}) "
                          "in its class folders.")
-    return paths, labels
+    order = sorted(range(len(paths)), key=lambda i: order_key(names[labels[i]], paths[i]))
+    return [paths[i] for i in order], [labels[i] for i in order]
+
+
+def order_key(class_name: str, path: str) -> str:
+    """The sort key of an image in its split: SHA-256 of "class/file name"."""
+    return hashlib.sha256(f"{class_name}/{os.path.basename(path)}".encode()).hexdigest()
 
 
 def slice_bounds(sliced: str, n: int) -> tuple:

@@ -149,6 +149,15 @@ class Recipe:
         """`eval_every`, or a tenth of the run when it is 0."""
         return self.eval_every or max(1, self.total_steps // 10)
 
+    def warnings(self) -> list:
+        """What in this recipe is legal but probably not meant (the CLI prints it)."""
+        late = [b for b in self.boundaries if b >= self.total_steps]
+        if self.lr_schedule == "piecewise" and late:
+            return [f"the run stops at step {self.total_steps}: the learning-rate drop(s) at "
+                    f"{late} never happen. Set --set=lr_boundaries=... (or a linear or cosine "
+                    "lr_schedule) to decay within the run."]
+        return []
+
     # ------------------------------------------------------------------ serialization
 
     def replace(self, **overrides) -> "Recipe":

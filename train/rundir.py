@@ -8,6 +8,8 @@
         model.keras    the final model (raw pixels in: the normalization is inside)
         curves.png     loss and error against iterations
         summary.json   what `train.loop.train` returns
+        native.log     TensorFlow's native (C++) stderr lines under the CLI's quiet default
+                       (native.worker-N.log for the other workers of a cluster; `native_log`)
 
 Every file is written atomically (a temporary file beside it, then a rename), so a run killed at
 any moment leaves each file whole or absent. The experiments' runner and report read and write
@@ -147,6 +149,17 @@ def curves_figure(rows, boundaries=()):
 
 class RunDir:
     """Paths and atomic writes inside one run directory (only the chief writes)."""
+
+    def native_log(self) -> str:
+        """This process's native log: native.log for the chief (or worker 0 of a cluster
+        without one), native.<type>-<index>.log for the others (each process its own file:
+        appends from several machines to one file on a shared filesystem can interleave)."""
+        config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+        task = config.get("task") or {}
+        kind, index = task.get("type", "chief"), int(task.get("index", 0))
+        first = kind == "chief" or (kind == "worker" and index == 0
+                                    and "chief" not in (config.get("cluster") or {}))
+        return os.path.join(self.path, "native.log" if first else f"native.{kind}-{index}.log")
 
     def __init__(self, path: str, chief: bool = True):
         self.path = os.path.abspath(os.path.expanduser(path))

@@ -22,11 +22,13 @@ def make_deterministic(enabled: bool) -> bool:
     """Makes this process's training bitwise reproducible; returns whether it is.
 
     TensorFlow op determinism, and one inter-op thread: with several, the graph executor runs
-    independent ops of a step concurrently, and two runs of the smoke recipe (ResNet-20,
-    batch 128) then differed from the first optimizer step in about half of the runs (with
-    oneDNN and with Eigen kernels alike); with one, 20 of 20 runs gave the same weights. Both
-    cores still work on each op (intra-op threads), and the step time did not change
-    measurably. Must run before TensorFlow's runtime starts (before any op or device query);
+    independent ops of a step concurrently. Before the stateless data order and the fused
+    BatchNorm, two runs of the smoke recipe (ResNet-20, batch 128) differed from the first
+    optimizer step in about half of the runs with the default pool and in 0 of 20 with one
+    thread; with today's code 6 of 6 CLI runs with two inter-op threads also agreed on an
+    AVX-512 EPYC, so one thread is kept as the safeguard for CPUs we have not measured. Both
+    cores still work on each op (intra-op threads); benchmarks/bench_training.py measures the
+    step with it (ours / PyTorch 1.19 there). Must run before TensorFlow's runtime starts (before any op or device query);
     later it logs a warning and returns False unless the process already has one inter-op
     thread (TF_NUM_INTEROP_THREADS=1).
     """

@@ -9,13 +9,16 @@ from keras_resnet.weights import registry
 
 from .conftest import randomize, save_legacy_h5
 
+# The deepest three are slow-marked (about 60 s of the default suite on 2 cores): their layer
+# names follow the same stage stacker as ResNet101's (conv4_block1..23) and ResNet50V2's.
+_DEEP = pytest.mark.slow
 PAIRS = [
     (keras.applications.ResNet50, keras_resnet.ResNet50, "caffe"),
     (keras.applications.ResNet101, keras_resnet.ResNet101, "caffe"),
-    (keras.applications.ResNet152, keras_resnet.ResNet152, "caffe"),
+    pytest.param(keras.applications.ResNet152, keras_resnet.ResNet152, "caffe", marks=_DEEP),
     (keras.applications.ResNet50V2, keras_resnet.ResNet50V2, "tf"),
-    (keras.applications.ResNet101V2, keras_resnet.ResNet101V2, "tf"),
-    (keras.applications.ResNet152V2, keras_resnet.ResNet152V2, "tf"),
+    pytest.param(keras.applications.ResNet101V2, keras_resnet.ResNet101V2, "tf", marks=_DEEP),
+    pytest.param(keras.applications.ResNet152V2, keras_resnet.ResNet152V2, "tf", marks=_DEEP),
 ]
 
 

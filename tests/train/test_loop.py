@@ -203,3 +203,25 @@ def test_cli_reports_bad_flags(tmp_path, helpers):
         check=False, timeout=120)
     assert proc.returncode == 2
     assert "unknown recipe field 'bogus'" in proc.stderr
+
+
+@pytest.mark.parametrize("tf_config, name", [
+    (None, "native.log"),
+    ({"cluster": {"chief": ["a:1"], "worker": ["b:1"]}, "task": {"type": "chief", "index": 0}},
+     "native.log"),
+    ({"cluster": {"chief": ["a:1"], "worker": ["b:1"]}, "task": {"type": "worker", "index": 0}},
+     "native.worker-0.log"),
+    ({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 0}},
+     "native.log"),  # no chief: worker 0 is the chief
+    ({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}},
+     "native.worker-1.log"),
+])
+def test_each_process_of_a_cluster_has_its_own_native_log(tmp_path, monkeypatch, tf_config,
+                                                          name):
+    from train import rundir
+
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
+    assert rundir.RunDir(str(tmp_path)).native_log() == str(tmp_path / name)

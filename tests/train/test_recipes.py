@@ -151,6 +151,15 @@ def test_every_recipe_states_its_own_steps_so_steps_means_steps():
     assert recipes.resolve("smoke", steps=300, scale=0.5).total_steps == 150
 
 
+def test_a_run_that_stops_before_its_lr_drops_is_warned_about():
+    assert recipes.resolve("smoke").warnings() == []
+    (warning,) = recipes.resolve("smoke", steps="250").warnings()
+    assert "step 250" in warning and "[300]" in warning
+    assert recipes.resolve("smoke", steps=250, lr_boundaries=(100, 200)).warnings() == []
+    assert recipes.resolve("fast", steps=1000).warnings() == []  # linear decay: no drops
+    assert recipes.resolve("smoke", steps=250, lr_schedule="cosine").warnings() == []
+
+
 def test_linear_decay_schedule():
     r = recipes.resolve("smoke", lr_schedule="linear", lr_boundaries=(), warmup_steps=40,
                         warmup="linear", warmup_lr=0.0, steps=400, lr=0.4)
