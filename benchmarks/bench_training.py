@@ -166,7 +166,9 @@ def main():
 
 
 def _gpu_rows(args, results):
-    import tensorflow as tf
+    import train
+
+    tf = train.import_tensorflow_quietly()
 
     if not tf.config.list_physical_devices("GPU"):
         print("ResNet-50 mixed precision + XLA: skipped (no GPU).")

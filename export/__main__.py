@@ -6,7 +6,8 @@
 Flags become an `export.ExportSpec`; `export.export` does the work and writes report.json
 beside the models; the report is printed as a table (LiteRT, MediaPipe and Keras accuracy on
 the same held-out images). Exit status 1 when a format fails its verification (its file is not
-written), 2 on bad input. --verbosity=0 brings back INFO logs.
+written), 2 on bad input. --verbosity=0 brings back INFO logs; without it, TensorFlow's and
+LiteRT's native lines go to OUT/native.log.
 """
 
 import os
@@ -107,7 +108,10 @@ def main(argv):
     if not FLAGS.out:
         raise app.UsageError("--out=DIR is required.")
     if not FLAGS["verbosity"].present:
+        import train
+
         logging.set_verbosity(logging.WARNING)
+        train.quiet_native_logs(os.path.join(FLAGS.out, "native.log"))
     import export
 
     try:

@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 import time
+import traceback
 
 import numpy as np
 import tensorflow as tf
@@ -51,16 +52,24 @@ class _Job:
             formats.source_saved_model(model, path, self.data.view, kind)
         return path
 
+    def public_dataset(self):
+        """The dataset's name as a shipped file may show it: a folder's base name, not the
+        path on this machine."""
+        if self.dataset.startswith("folder:"):
+            return "folder " + os.path.basename(os.path.normpath(self.dataset[len("folder:"):]))
+        return self.dataset
+
     def card(self, content, fmt):
         model = verify.TFLiteModel(content, num_threads=1)
         meta = self.data
-        description = (f"{self.model.name} (He et al. 2016) trained on {self.dataset} with "
-                       f"recipe {self.recipe_name}; Keras top-1 {self.keras_accuracy:.4f} on "
+        description = (f"{self.model.name} (He et al. 2016) trained on "
+                       f"{self.public_dataset()} with recipe {self.recipe_name}; Keras top-1 "
+                       f"{self.keras_accuracy:.4f} on "
                        f"{len(meta.eval_labels)} test images; format {fmt}; input "
                        f"{'RGB uint8 frames' if self.spec.frames else 'raw pixels'} "
                        f"{model.input_shape[0]}x{model.input_shape[1]}, values 0-255.")
         return tflite_metadata.ModelCard(
-            name=f"{self.model.name} {self.dataset}", description=description,
+            name=f"{self.model.name} {self.public_dataset()}", description=description,
             version=self.version, author=self.spec.author, license=self.spec.license,
             labels=tuple(meta.info.class_names),
             color_space="RGB" if model.input_shape[-1] == 3 else "GRAYSCALE",
@@ -96,7 +105,7 @@ def _convert(job, fmt):
     spec, data = job.spec, job.data
     model, _, extra = _fine_tuned(job, fmt)
     integer = FORMATS[fmt].integer
-    kind = ("frames_int" if integer else "frames") if spec.frames else "raw"
+    kind = ("frames" if spec.frames else "raw") + ("_int" if integer else "")
     name = FORMATS[fmt].fine_tune or "keras"
     representative = data.calibration_frames.astype(np.float32) if spec.frames \
         else data.calibration
@@ -173,6 +182,18 @@ def _export_one(job, fmt):
     return row
 
 
+def _export_one_safely(job, fmt):
+    """`_export_one`, with an error in one format (a converter refusing an op, MediaPipe
+    refusing the file) turned into that format's failed row: the other formats still run and
+    their files are still written."""
+    try:
+        return _export_one(job, fmt)
+    except Exception as e:  # noqa: BLE001  (reported in the row and in VerificationError)
+        logging.warning("%s failed: %s: %s (traceback in report.json)", fmt, type(e).__name__, e)
+        return {"format": fmt, "file": FORMATS[fmt].file, "passed": False,
+                "failure": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+
+
 def _prepare_job(source, spec, tmp):
     src = inputs.load_source(source)
     dataset = spec.dataset or (src.recipe or {}).get("dataset")
@@ -236,7 +257,7 @@ def export(source, out_dir, spec=None) -> dict:
         for fmt in spec.formats:
             start = time.time()
             logging.info("Exporting %s ...", fmt)
-            row = _export_one(job, fmt)
+            row = _export_one_safely(job, fmt)
             row.update(keras_accuracy=job.keras_accuracy, seconds=round(time.time() - start, 1))
             rows.append(row)
             if not row["passed"]:

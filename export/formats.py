@@ -8,7 +8,9 @@ inputs:
   float, converted to the model's channels (ITU-R 601 luma for 1-channel models) and padded
   inside the graph: what MediaPipe and phone apps feed;
 - 'frames_int': the same frames as float32 pinned to [0, 255] by a fake-quant op, so that an
-  integer model's uint8 input has scale 1 and zero point 0: its values are the pixels.
+  integer model's uint8 input has scale 1 and zero point 0: its values are the pixels;
+- 'raw_int': 'raw' pinned the same way (integer formats exported with frames=False), whatever
+  range the calibration images happen to cover.
 Models take raw pixels and return probabilities; the normalization is inside them.
 """
 
@@ -24,7 +26,7 @@ import keras_resnet  # noqa: F401  (registers the custom layers for loading)
 from export.spec import FORMATS
 from train import native_stderr_quiet, views
 
-INPUTS = ("raw", "frames", "frames_int")
+INPUTS = ("raw", "raw_int", "frames", "frames_int")
 _IO = {"uint8": tf.uint8, "int8": tf.int8}
 
 
@@ -92,29 +94,37 @@ def input_shape(model) -> tuple:
 # -------------------------------------------------------------------- sources and serving
 
 
+# ITU-R BT.601 luma. tf.image.rgb_to_grayscale's weights (0.2989, 0.5870, 0.1140) sum to
+# 0.9999, which turns a gray frame's 255 into 254.97; these sum to 1, so a grayscale image sent
+# as RGB (what MediaPipe does with one) reaches the model with its own values.
+LUMA = (0.299, 0.587, 0.114)
+
+
 def frames_to_inputs(frames, view):
     """float32 RGB frames (B, h, w, 3) at the view's inner size -> the model's input."""
-    if view.channels == 1:
-        frames = tf.image.rgb_to_grayscale(frames)
+    if view.channels == 1:  # the same ops as tf.image.rgb_to_grayscale, with LUMA
+        frames = tf.expand_dims(tf.tensordot(frames, tf.constant(LUMA, frames.dtype), [-1, -1]),
+                                -1)
     return views.finish(frames, view)
 
 
 def _input_fn(model, view, kind):
     """(function, its input signature) of a source with input `kind` (see the module doc)."""
     shape = input_shape(model) if isinstance(model, keras.Model) else tuple(model.input_shape[1:])
-    if kind == "raw":
-        return (lambda x: model(x, training=False)), tf.TensorSpec((None, *shape), tf.float32,
-                                                                    name="images")
+
+    def pin(x):  # uint8 quantization with scale 1, zero point 0: the values are the pixels
+        return tf.quantization.fake_quant_with_min_max_args(x, min=0.0, max=255.0, num_bits=8)
+
+    if kind in ("raw", "raw_int"):
+        pinned = kind == "raw_int"
+        return ((lambda x: model(pin(x) if pinned else x, training=False)),
+                tf.TensorSpec((None, *shape), tf.float32, name="images"))
     h, w = view.inner_size
     if kind == "frames":
         return (lambda f: model(frames_to_inputs(tf.cast(f, tf.float32), view), training=False),
                 tf.TensorSpec((1, h, w, 3), tf.uint8, name="frames"))
-
-    def pinned(f):
-        f = tf.quantization.fake_quant_with_min_max_args(f, min=0.0, max=255.0, num_bits=8)
-        return model(frames_to_inputs(f, view), training=False)
-
-    return pinned, tf.TensorSpec((1, h, w, 3), tf.float32, name="frames")
+    return ((lambda f: model(frames_to_inputs(pin(f), view), training=False)),
+            tf.TensorSpec((1, h, w, 3), tf.float32, name="frames"))
 
 
 def _write_archive(model, fn, signature, directory):

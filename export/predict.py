@@ -3,7 +3,8 @@
 MODEL is a `.tflite` file or a SavedModel directory written by `python -m export`. A .tflite
 needs nothing beside it: like a phone app, this reads the class names and input size from the
 file's own TFLite Metadata, resizes each image to that size and feeds it (uint8 RGB frames; a
-file exported with --noframes gets the evaluation view of the metadata.json beside it). A
+file exported with --noframes, batched input, gets the evaluation view of the metadata.json
+beside it). A
 SavedModel reads its labels from assets/labels.txt and resizes inside its signature.
 """
 
@@ -16,6 +17,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from export import tflite_metadata
+from export.formats import LUMA
 from export.verify import TFLiteModel
 from train import views
 
@@ -49,19 +51,25 @@ class Classifier:
         self._tflite = TFLiteModel(model_path, num_threads=num_threads)
         self.class_names = list(tflite_metadata.read_metadata(model_path)["labels"])
         self.channels = self._tflite.input_shape[-1]
-        if self._tflite.input_dtype != np.uint8:  # exported with --noframes: the model's input
+        if self._tflite.batch_signature != 1:  # exported with --noframes: the model's input
             beside = os.path.join(os.path.dirname(os.path.abspath(model_path)), "metadata.json")
-            if os.path.isfile(beside):
-                with open(beside) as f:
-                    self.view = views.View.from_dict(json.load(f)["view"])
+            if not os.path.isfile(beside):
+                raise ValueError(f"{model_path} takes the model's own input (exported with "
+                                 "--noframes): keep the metadata.json written beside it, which "
+                                 "holds its evaluation view.")
+            with open(beside) as f:
+                self.view = views.View.from_dict(json.load(f)["view"])
 
     def __call__(self, image):
         image = np.asarray(image, np.uint8)
         if image.ndim == 2:
             image = image[..., None]
+        if image.shape[-1] == 4:  # RGBA: the alpha channel is dropped, as phone decoders do
+            image = image[..., :3]
         if image.shape[-1] != self.channels:  # gray <-> RGB, as an app's image decoder does
-            image = tf.image.grayscale_to_rgb(tf.constant(image)).numpy() if self.channels == 3 else \
-                tf.cast(tf.round(tf.image.rgb_to_grayscale(tf.cast(image, tf.float32))), tf.uint8).numpy()
+            image = np.repeat(image, 3, -1) if self.channels == 3 else \
+                np.round(image.astype(np.float32) @ np.float32(LUMA))[..., None]
+            image = image.astype(np.uint8)
         batch = tf.constant(image[None])
         if self._serve is not None:
             return self._serve(images=batch)["probabilities"].numpy()[0]

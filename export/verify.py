@@ -48,6 +48,8 @@ class TFLiteModel:
         (self._input,) = self.interpreter.get_input_details()
         (self._output,) = self.interpreter.get_output_details()
         self.input_shape = tuple(int(s) for s in self._input["shape_signature"][1:])
+        # 1 for camera-frame files (one frame per call), -1 for the model's own batched input
+        self.batch_signature = int(self._input["shape_signature"][0])
         self.input_dtype = np.dtype(self._input["dtype"])
         self.input_quantization = tuple(self._input["quantization"])
         self.output_dtype = np.dtype(self._output["dtype"])

@@ -63,11 +63,13 @@ def test_float32_tflite_matches_keras_on_the_same_frames(exported, keras_model, 
 
 
 def test_frames_are_the_training_view(keras_model, held_out):
-    """A gray image as RGB frame, converted inside the graph (ITU-R 601 luma weights sum to
-    0.9999) and padded, is the training view's input within 0.03 pixel units."""
+    """A gray image as RGB frame, converted inside the graph (ITU-R 601 luma, weights summing
+    to 1) and padded, is the training view's input. Tolerance: three float32 products and two
+    sums of values <= 255 round by at most a few ulp(255) = 1.5e-5 each (bound 6e-5)."""
     frames = held_out.frames[:50].astype(np.float32)
     inputs = formats.frames_to_inputs(frames, held_out.view).numpy()
-    np.testing.assert_allclose(inputs, held_out.eval_inputs[:50], atol=0.03)
+    np.testing.assert_allclose(inputs, held_out.eval_inputs[:50], rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(np.round(inputs), held_out.eval_inputs[:50])
 
 
 def test_quantized_formats_keep_accuracy(exported):
@@ -186,18 +188,25 @@ def test_an_export_with_wrong_metadata_ships_nothing(run_dir, fashion_dir, tmp_p
     assert not (tmp_path / "model_float32.tflite").exists()
 
 
-def test_without_frames_the_file_takes_the_model_input(run_dir, fashion_dir, tmp_path):
+def test_without_frames_the_file_takes_the_model_input(run_dir, fashion_dir, held_out,
+                                                       tmp_path):
     spec = export.ExportSpec(formats=("float32", "int8_io"), data_dir=fashion_dir,
                              eval_images=200, calibration_images=50, latency_runs=2,
-                             frames=False, io_dtype="int8")
+                             frames=False)
     report = export.export(run_dir, str(tmp_path), spec)
     rows = {r["format"]: r for r in report["formats"]}
     model = export.TFLiteModel(str(tmp_path / "model_float32.tflite"))
     assert model.input_shape == (32, 32, 1) and model.input_dtype == np.float32
-    assert export.TFLiteModel(str(tmp_path / "model_int8_io.tflite")).input_dtype == np.int8
+    integer = export.TFLiteModel(str(tmp_path / "model_int8_io.tflite"))
+    # pinned, not calibrated: its uint8 values are the pixels, whatever the calibration saw
+    assert integer.input_dtype == np.uint8 and integer.input_quantization == (1.0, 0)
     meta = tflite_metadata.read_metadata(str(tmp_path / "model_float32.tflite"))
     assert meta["color_space"] == "GRAYSCALE"
     assert all(r["passed"] and r["mediapipe"].startswith("skipped") for r in rows.values())
+    image = held_out.frames[0, ..., :1]  # a 28x28 image: padded to 32x32, not stretched
+    for name, file in (("float32", model), ("int8_io", integer)):
+        got = Classifier(str(tmp_path / export.FILES[name]))(image)  # view from metadata.json
+        np.testing.assert_allclose(got, file.predict(held_out.eval_inputs[:1])[0], atol=1e-6)
 
 
 # ------------------------------------------------------------------------- SavedModel
@@ -262,6 +271,26 @@ def test_failed_verification_leaves_no_model_file(run_dir, fashion_dir, tmp_path
                                             "model_float32.tflite", "report.json"]
     report = json.load(open(tmp_path / "report.json"))
     assert [r["passed"] for r in report["formats"]] == [True, False]
+
+
+def test_an_error_in_one_format_fails_that_format_only(run_dir, fashion_dir, tmp_path,
+                                                       monkeypatch):
+    from export import exporter
+
+    real = tflite_metadata.add_metadata
+
+    def refuse_float16(content, card):  # as a converter or metadata writer error would
+        if "format float16" in card.description:
+            raise ValueError("no metadata for you")
+        return real(content, card)
+
+    monkeypatch.setattr(exporter.tflite_metadata, "add_metadata", refuse_float16)
+    spec = export.ExportSpec(formats=("float16", "float32"), data_dir=fashion_dir,
+                             eval_images=200, latency_runs=2)
+    with pytest.raises(export.VerificationError, match=r"float16 \(ValueError: no metadata"):
+        export.export(run_dir, str(tmp_path), spec)
+    assert (tmp_path / "model_float32.tflite").exists()  # the format after it still shipped
+    assert not (tmp_path / "model_float16.tflite").exists()
 
 
 # --------------------------------------------------------------------------- bad input
@@ -353,6 +382,7 @@ def test_export_cli_on_a_run_directory(run_dir, fashion_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "float16" in result.stdout and "MediaPipe" in result.stdout
     assert "oneDNN" not in result.stderr and "I0000" not in result.stderr  # a quiet terminal
+    assert (out / "native.log").read_text().startswith("# keras-resnet native log: pid ")
     assert (out / "model_float16.tflite").exists()
     assert json.load(open(out / "metadata.json"))["dataset"] == "fashion_mnist"  # from recipe
     bad = _run("-m", "export", f"--run_dir={run_dir}", f"--out={out}", "--formats=float64")

@@ -63,6 +63,14 @@ def _train_and_export(tmp_path, root, train_flags=(), export_flags=()):
     assert report["all_images"] and report["eval_images"] == summary["test_images"]
     assert report["keras_accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-6)
     assert all(row["passed"] for row in report["formats"]), report["formats"]
+    from export import mediapipe_runtime
+
+    if mediapipe_runtime.available() is None:  # installed: every phone file ran in MediaPipe
+        assert [r["format"] for r in report["formats"] if r.get("mediapipe") != "ran"] == \
+            ["saved_model"], report["formats"]
+    for log in (run / "native.log", run / "export" / "native.log"):  # native lines kept there
+        assert log.read_text().startswith("# keras-resnet native log: pid ")
+    assert "oneDNN custom operations" not in trained.stderr + exported.stderr  # not on the tty
     return summary, report
 
 
