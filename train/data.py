@@ -177,8 +177,10 @@ def load(name: str, split: str, *, data_dir: str | None = None):
     base, sliced = _parse_split(split)
     spec = DATASETS[name]
     data_dir = os.path.expanduser(data_dir or default_data_dir())
-    builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
-    if not builder.is_prepared():
+    with fashion_mnist.quiet_tfds():
+        builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
+        prepared = builder.is_prepared()
+    if not prepared:
         if name == "fashion_mnist":
             prepare_fashion_mnist(data_dir)
         else:

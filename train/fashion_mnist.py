@@ -6,6 +6,8 @@ with upstream's header go into a temporary manual dir, and TFDS prepares `fashio
 there, verifying its own recorded sizes and SHA-256 (no `register_checksums`).
 """
 
+import contextlib
+import io
 import os
 import shutil
 import struct
@@ -44,9 +46,10 @@ def prepare(data_dir: str, source_dir: str = FASHION_MNIST_SOURCE) -> str:
     processes from preparing at once, and TFDS moves the finished dataset into place.
     """
     data_dir = os.path.expanduser(data_dir)
-    builder = tfds.builder("fashion_mnist", data_dir=data_dir)
-    if builder.is_prepared():
-        return data_dir
+    with quiet_tfds():
+        builder = tfds.builder("fashion_mnist", data_dir=data_dir)
+        if builder.is_prepared():
+            return data_dir
     missing = [f for f in _FASHION_MNIST_FILES if not os.path.isfile(os.path.join(source_dir, f))]
     if missing:
         raise FileNotFoundError(
@@ -55,10 +58,17 @@ def prepare(data_dir: str, source_dir: str = FASHION_MNIST_SOURCE) -> str:
             "source_dir= a folder holding the four Fashion-MNIST .gz files, or data_dir= a "
             "TFDS data dir where fashion_mnist is already prepared."
         )
-    with file_lock(os.path.join(data_dir, ".fashion_mnist.lock")):
+    if logging.get_verbosity() < logging.INFO:
+        print(f"Preparing Fashion-MNIST in {data_dir} from {source_dir} (first run only) ...",
+              flush=True)
+    with file_lock(os.path.join(data_dir, ".fashion_mnist.lock")), quiet_tfds():
         if builder.is_prepared():  # another process finished while we waited
             return data_dir
         logging.info("Preparing fashion_mnist in %s from %s", data_dir, source_dir)
+        half_made = builder.data_dir  # <data_dir>/fashion_mnist/<version>, left by a killed run
+        if os.path.isdir(half_made) and not os.path.isfile(
+                os.path.join(half_made, "dataset_info.json")):
+            shutil.rmtree(half_made)  # else TFDS "reuses" it and the splits stay empty
         work = tempfile.mkdtemp(prefix=".fashion_mnist_prepare_", dir=data_dir)
         try:
             manual = os.path.join(work, "manual")
@@ -80,3 +90,20 @@ def prepare(data_dir: str, source_dir: str = FASHION_MNIST_SOURCE) -> str:
 
 
 
+
+
+@contextlib.contextmanager
+def quiet_tfds():
+    """Under the CLIs' quiet default (absl below INFO), TFDS's own lines while it prepares
+    (its 'Downloading and preparing' banner on stdout, WARNINGs about half-made variant
+    folders that the preparation replaces) stay off the terminal; errors still raise."""
+    if logging.get_verbosity() >= logging.INFO:
+        yield
+        return
+    level = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logging.set_verbosity(level)

@@ -89,6 +89,16 @@ def test_prepare_is_idempotent(fashion_dir):
     assert not [p for p in os.listdir(fashion_dir) if "prepare" in p]  # temp dir removed
 
 
+def test_a_half_made_variant_folder_is_prepared_again(tmp_path, capsys):
+    """A prepare killed before TFDS wrote dataset_info.json leaves fashion_mnist/3.0.1 behind;
+    TFDS would 'reuse' it and every split would be empty. Also: a quiet first run prints one
+    line, not TFDS's banner and warnings."""
+    (tmp_path / "fashion_mnist" / "3.0.1").mkdir(parents=True)
+    ds, info = data.load("fashion_mnist", "test[:10]", data_dir=str(tmp_path))
+    assert info.num_examples == 10 and len(list(ds)) == 10
+    assert "Downloading and preparing" not in capsys.readouterr().out
+
+
 def test_missing_debian_files_say_what_to_install(tmp_path):
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
         data.prepare_fashion_mnist(str(tmp_path / "tfds"), source_dir=str(tmp_path))
