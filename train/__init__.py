@@ -60,12 +60,6 @@ def _open_native_target():
     return _os.open(_os.devnull, _os.O_WRONLY)
 
 
-def native_log_path():
-    """Where native (C++) stderr lines go under the quiet default; None before
-    `quiet_native_logs`."""
-    return _NATIVE_LOG["path"]
-
-
 def _switch_native_log(path, temporary):
     """Opens `path` (appending, with a header line), moves an earlier log's lines into it, and
     keeps its descriptor."""
