@@ -1,8 +1,9 @@
 """Custom layers of the ResNet family, registered for safe `.keras` loading.
 
 They use `keras.ops` only, so they run under the TensorFlow, JAX and PyTorch backends, in
-either image data format. `FusedBatchNormalization` adds one TensorFlow-only fast path for
-training, importing TensorFlow inside that path alone.
+either image data format. `FusedBatchNormalization` takes a backend's fused training kernel
+where a training stack has registered one (`train/` registers TensorFlow's); this package
+never imports TensorFlow.
 """
 
 import keras
@@ -182,49 +183,66 @@ class ImageNormalization(keras.layers.Layer):
         return cls(**{"data_format": "channels_last", **config})
 
 
+# backend name -> kernel(x, gamma, beta, moving_mean, moving_variance, epsilon, momentum)
+#   -> (y, new_moving_mean, new_moving_variance); all float32, x rank-4 NHWC.
+FUSED_TRAINING_KERNELS = {}
+
+
+def register_fused_training_kernel(backend, kernel):
+    """Gives `FusedBatchNormalization` a fused training kernel for one Keras backend.
+
+    The kernel normalizes a training batch by its own statistics and returns the updated
+    moving statistics. `train.fused_batch_norm` registers TensorFlow's `FusedBatchNormV3`; the
+    model library itself holds no backend code, so it builds without TensorFlow."""
+    if not callable(kernel):
+        raise TypeError(f"kernel must be callable, got {kernel!r}")
+    FUSED_TRAINING_KERNELS[str(backend)] = kernel
+
+
 @keras.saving.register_keras_serializable(package="keras_resnet")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
-    """keras.layers.BatchNormalization whose TensorFlow training step is one fused kernel.
+    """keras.layers.BatchNormalization whose training step can be one fused kernel.
 
     Keras 3 normalizes a training batch with separate moments and normalization ops and
-    differentiates through them; this layer calls TensorFlow's fused kernel
-    (`FusedBatchNormV3` and its fused gradient) instead, about 1.3x faster for a whole
+    differentiates through them; where a kernel is registered for the backend
+    (`register_fused_training_kernel`; `train/` registers TensorFlow's `FusedBatchNormV3`
+    with its fused gradient) this layer calls it instead, about 1.3x faster for a whole
     ResNet-20 training step on CPU. Config, weights and layer names are the parent's, so
     keras.applications files load unchanged.
 
-    The fused path is taken only when the backend is TensorFlow, `training` is true and the
-    layer trainable, and the parent would do plain batch statistics: not synchronized, no
-    renorm, no mask, a rank-4 NHWC input (axis -1 or 3) in float32. Everything else (other
-    backends, channels_first, mixed precision, inference) is the parent's `call`, unchanged.
+    The fused path is taken only when a kernel is registered for the backend, `training` is
+    true and the layer trainable, and the parent would do plain batch statistics: not
+    synchronized, no renorm, no mask, a rank-4 NHWC input (axis -1 or 3) in float32.
+    Everything else (no kernel, channels_first, mixed precision, inference) is the parent's
+    `call`, unchanged.
 
-    One difference in the moving statistics: the fused kernel updates the moving variance with
-    the unbiased batch variance, i.e. Bessel's correction n / (n - 1) with n = B * H * W (as
-    PyTorch does); the parent uses the biased one. Both normalize the batch itself with the
-    biased variance. For a CIFAR batch of 128 at 8x8 the factor is 1 + 1.2e-4.
+    One difference in the moving statistics: TensorFlow's fused kernel updates the moving
+    variance with the unbiased batch variance, i.e. Bessel's correction n / (n - 1) with
+    n = B * H * W (as PyTorch does); the parent uses the biased one. Both normalize the batch
+    itself with the biased variance. For a CIFAR batch of 128 at 8x8 the factor is 1 + 1.2e-4.
     """
 
     def call(self, inputs, training=None, mask=None):
-        if self._fusable(inputs, training, mask):
-            return self._fused_training_call(inputs)
+        kernel = self._fused_kernel(inputs, training, mask)
+        if kernel is not None:
+            return self._fused_training_call(kernel, inputs)
         return super().call(inputs, training=training, mask=mask)
 
-    def _fusable(self, inputs, training, mask):
-        return (keras.backend.backend() == "tensorflow" and bool(training) and self.trainable
-                and not self.synchronized and not self.renorm and mask is None
-                and len(inputs.shape) == 4 and self.axis in (-1, 3)
-                and keras.backend.standardize_dtype(inputs.dtype) == "float32")
+    def _fused_kernel(self, inputs, training, mask):
+        kernel = FUSED_TRAINING_KERNELS.get(keras.backend.backend())
+        fusable = (kernel is not None and bool(training) and self.trainable
+                   and not self.synchronized and not self.renorm and mask is None
+                   and len(inputs.shape) == 4 and self.axis in (-1, 3)
+                   and keras.backend.standardize_dtype(inputs.dtype) == "float32")
+        return kernel if fusable else None
 
-    def _fused_training_call(self, inputs):
-        import tensorflow as tf  # only on this path: keras_resnet builds without TensorFlow
-
+    def _fused_training_call(self, kernel, inputs):
         channels = inputs.shape[-1]
         gamma = ops.cast(self.gamma, "float32") if self.scale else ops.ones((channels,), "float32")
         beta = ops.cast(self.beta, "float32") if self.center else ops.zeros((channels,), "float32")
-        outputs, moving_mean, moving_variance = tf.compat.v1.nn.fused_batch_norm(
-            inputs, gamma, beta, mean=ops.cast(self.moving_mean, "float32"),
-            variance=ops.cast(self.moving_variance, "float32"), epsilon=self.epsilon,
-            data_format="NHWC", is_training=True, exponential_avg_factor=1.0 - self.momentum,
-        )
+        outputs, moving_mean, moving_variance = kernel(
+            inputs, gamma, beta, ops.cast(self.moving_mean, "float32"),
+            ops.cast(self.moving_variance, "float32"), self.epsilon, self.momentum)
         self.moving_mean.assign(moving_mean)
         self.moving_variance.assign(moving_variance)
         return ops.cast(outputs, self.compute_dtype)

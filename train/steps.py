@@ -11,6 +11,7 @@ keras-team/keras#20585).
 import keras
 import tensorflow as tf
 
+from train import fused_batch_norm  # noqa: F401  (registers the fused BatchNorm kernel)
 from train import schedules
 
 
