@@ -134,6 +134,9 @@ def _worker_checkpoint_dir(s: _Session) -> str:
 def _setup(s: _Session, data_dir) -> None:
     """Data, model, optimizer, steps and checkpoint; restores the last checkpoint."""
     train_ds, mean = _datasets(s, data_dir)
+    # Seeded again after the data: a first run's TFDS preparation draws from Python's `random`,
+    # where Keras' initializers take their seed, and moved the first run's weights off later runs'.
+    keras.utils.set_random_seed(s.recipe.seed)
     with s.strategy.scope():
         s.model = model_lib.build_model(s.recipe, s.view, mean, s.info.num_classes,
                                         s.settings["synchronized_bn"])
