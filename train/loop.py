@@ -325,6 +325,7 @@ def train(recipe, run_dir: str, strategy=None, *, data_dir: str | None = None,
         else recipe.synchronized_bn,
         "deterministic": deterministic,
     }
+    # Before the data as well: a streamed split's shuffle pairs its op seed with TF's global one.
     keras.utils.set_random_seed(recipe.seed)
     logging.info("Training %s (%s) on %s, %s, in %s", recipe.model, recipe.name,
                  strategies.describe(strategy), settings, run.path)

@@ -28,9 +28,9 @@ def make_deterministic(enabled: bool) -> bool:
     thread; with today's code 6 of 6 CLI runs with two inter-op threads also agreed on an
     AVX-512 EPYC, so one thread is kept as the safeguard for CPUs we have not measured. Both
     cores still work on each op (intra-op threads); benchmarks/bench_training.py measures the
-    step with it (ours / PyTorch 1.19 there). Must run before TensorFlow's runtime starts (before any op or device query);
-    later it logs a warning and returns False unless the process already has one inter-op
-    thread (TF_NUM_INTEROP_THREADS=1).
+    step with it (ours / PyTorch 1.19 there). Must run before TensorFlow's runtime starts
+    (before any op or device query); later it logs a warning and returns False unless the
+    process already has one inter-op thread (TF_NUM_INTEROP_THREADS=1).
     """
     if not enabled:
         return False
