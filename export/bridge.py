@@ -142,7 +142,7 @@ def _translate_layer(layer):
     raise ValueError(
         f"Layer {layer.name!r} of class {type(layer).__name__} has no tf_keras twin. The bridge "
         f"translates {sorted(c.__name__ for c in TRANSLATIONS)} and nested functional models; "
-        "add a translation to export.qat.TRANSLATIONS for another layer."
+        "add a translation to export.bridge.TRANSLATIONS for another layer."
     )
 
 
