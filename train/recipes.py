@@ -19,16 +19,20 @@ This module is data: it imports no TensorFlow or Keras (the schedules are `train
 
 import dataclasses
 import json
+import math
 import typing
+
+from train.augment import AUGMENTATIONS
 
 LR_SCHEDULES = ("piecewise", "cosine", "linear", "plateau", "constant")
 WARMUPS = ("constant", "linear")
 OPTIMIZERS = ("sgd",)
-AUGMENTATIONS = ("cifar", "flip", "imagenet", "none")
 PRECISIONS = ("off", "auto", "float32", "mixed_float16", "mixed_bfloat16")
 XLA = ("off", "on", "auto")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 SHORTCUTS = ("default", "A", "B", "C")
+WEIGHTS_NORMALIZATIONS = ("auto", "caffe", "tf", "torch", "none")
+BAD_IMAGES = ("skip", "fail")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +65,19 @@ class Recipe:
     Run: `eval_every` (0: ten evaluations per run), `checkpoint_every`, `log_every` in steps,
     `keep_checkpoints` kept; `steps_per_execution` steps per `tf.function` call (TPU: more);
     `deterministic` enables TF op determinism (bitwise resume and reruns).
+    Transfer (`train.model`, `keras_resnet.weights.transfer`): `weights` 'none' (He init), a
+    registry tag of the model ('imagenet', 'tv_in1k' ...) or a file (`.weights.h5`, `.h5`,
+    `.safetensors`, `.pth`, a run's `model.keras`); `weights_normalization` 'auto' (the weight
+    set's own: registry, the `.keras` model's layer, the converter's JSON sidecar) or a mode
+    ('caffe', 'tf', 'torch', 'none': raw pixels) for a bare file; `crop_fraction` the
+    evaluation view's centre crop (None: the weight set's). Phases: `head_steps` (or
+    `head_epochs`) first steps train the classifier alone at `head_lr` (0: `lr`; constant),
+    backbone frozen and BatchNorm in inference mode; the rest trains the whole net on the lr
+    schedule, BatchNorm frozen throughout when `freeze_bn`. Length: `epochs` > 0 (and
+    `warmup_epochs`, `head_epochs`) count passes over the training split: `resolved(n)` turns
+    them into steps, `steps` then plays no part. Folders (`train.folders`): `bad_images`
+    'skip' or 'fail' on undecodable files; `holdout` the fraction held out as the test split of
+    a tree that has none.
     """
 
     name: str = "paper_cifar"
@@ -109,6 +126,20 @@ class Recipe:
     keep_checkpoints: int = 3
     log_every: int = 100
     steps_per_execution: int = 1
+    # transfer and phases
+    weights: str = "none"
+    weights_normalization: str = "auto"
+    crop_fraction: typing.Optional[float] = None
+    head_steps: int = 0
+    head_epochs: float = 0.0
+    head_lr: float = 0.0
+    freeze_bn: bool = False
+    # length in epochs (0: `steps` decides)
+    epochs: float = 0.0
+    warmup_epochs: float = 0.0
+    # folder trees
+    bad_images: str = "skip"
+    holdout: float = 0.2
 
     def __post_init__(self):
         if isinstance(self.lr_boundaries, list):
@@ -136,6 +167,44 @@ class Recipe:
         if not self.warmup_scales:
             return max(1, min(self.warmup_steps, self.total_steps // 10))
         return max(1, round(self.warmup_steps * self.scale))
+
+    @property
+    def head_iterations(self) -> int:
+        """`head_steps * scale` (at least 1 when there is a head phase): the head-only steps."""
+        return max(1, round(self.head_steps * self.scale)) if self.head_steps else 0
+
+    @property
+    def phase_boundaries(self) -> tuple:
+        """Steps where the phase changes: (head_iterations,) with a head-only phase, else ()."""
+        return (self.head_iterations,) if self.head_steps else ()
+
+    @property
+    def head_peak_lr(self) -> float:
+        """The head-only phase's learning rate: `head_lr` (0: `lr`), scaled as `peak_lr`."""
+        return (self.head_lr or self.lr) * self.peak_lr / self.lr
+
+    def resolved(self, num_train_examples: int) -> "Recipe":
+        """The run's plan in steps, for a training split of `num_train_examples` images: `epochs`,
+        `head_epochs` and `warmup_epochs` become `steps`, `head_steps` and `warmup_steps`
+        (each rounded up, at least 1; the run at least one step longer than its head phase, the
+        warm-up at most the whole-net phase less one step). Self when none is set."""
+        if not (self.epochs or self.head_epochs or self.warmup_epochs):
+            return self
+        if not isinstance(num_train_examples, int) or num_train_examples < 1:
+            raise ValueError(f"num_train_examples must be a positive int, got "
+                             f"{num_train_examples!r}: the training split is empty or unknown.")
+        per_epoch = num_train_examples / self.batch_size
+
+        def steps(epochs, default):
+            return max(1, math.ceil(epochs * per_epoch - 1e-9)) if epochs else default
+
+        head = steps(self.head_epochs, self.head_steps)
+        total = max(steps(self.epochs, self.steps), head + 1 if head else 1)
+        warmup = steps(self.warmup_epochs, self.warmup_steps)
+        if warmup and self.lr_schedule in ("cosine", "linear"):
+            warmup = min(warmup, max(0, total - head - 1))
+        return self.replace(steps=total, head_steps=head, warmup_steps=warmup, epochs=0.0,
+                            head_epochs=0.0, warmup_epochs=0.0)
 
     @property
     def peak_lr(self) -> float:
@@ -205,7 +274,8 @@ def _validate(r: Recipe) -> None:
     for field, choices in (
         ("lr_schedule", LR_SCHEDULES), ("warmup", WARMUPS), ("optimizer", OPTIMIZERS),
         ("augment", AUGMENTATIONS), ("mixed_precision", PRECISIONS), ("xla", XLA),
-        ("shortcut", SHORTCUTS),
+        ("shortcut", SHORTCUTS), ("weights_normalization", WEIGHTS_NORMALIZATIONS),
+        ("bad_images", BAD_IMAGES),
     ):
         value = getattr(r, field)
         _check(value in choices, f"recipe field {field}={value!r} is not one of {choices}.")
@@ -214,11 +284,12 @@ def _validate(r: Recipe) -> None:
         value = getattr(r, field)
         _check(isinstance(value, int) and value >= 1,
                f"recipe field {field} must be a positive int, got {value!r}.")
-    for field in ("warmup_steps", "eval_every", "lr_base_batch", "shuffle_buffer"):
+    for field in ("warmup_steps", "eval_every", "lr_base_batch", "shuffle_buffer", "head_steps"):
         value = getattr(r, field)
         _check(isinstance(value, int) and value >= 0,
                f"recipe field {field} must be an int >= 0, got {value!r}.")
-    for field in ("name", "model", "dataset", "train_split", "eval_split", "test_split"):
+    for field in ("name", "model", "dataset", "train_split", "eval_split", "test_split",
+                  "weights"):
         value = getattr(r, field)
         _check(isinstance(value, str) and value.strip(),
                f"recipe field {field} must be a non-empty string, got {value!r}.")
@@ -232,8 +303,11 @@ def _validate(r: Recipe) -> None:
     _check(0 <= r.erasing <= 1, f"recipe field erasing must be in [0, 1], got {r.erasing!r}.")
     _check(r.image_size is None or (isinstance(r.image_size, int) and r.image_size >= 8),
            f"recipe field image_size must be None or an int >= 8, got {r.image_size!r}.")
-    _check(r.lr_schedule not in ("cosine", "linear") or r.total_steps > r.warmup_iterations,
-           f"the run ({r.total_steps} steps) must be longer than its warm-up "
+    _validate_transfer(r)
+    whole = r.total_steps - r.head_iterations  # the whole-net phase, which the schedule spans
+    head = f" after {r.head_iterations} head-only steps" if r.head_steps else ""
+    _check(r.epochs or r.lr_schedule not in ("cosine", "linear") or whole > r.warmup_iterations,
+           f"the run ({whole} steps{head}) must be longer than its warm-up "
            f"({r.warmup_iterations} steps).")
     _check(0 <= r.label_smoothing < 1,
            f"recipe field label_smoothing must be in [0, 1), got {r.label_smoothing!r}.")
@@ -245,6 +319,35 @@ def _validate(r: Recipe) -> None:
     sb = r.boundaries
     _check(list(sb) == sorted(set(sb)),
            f"scale={r.scale} merges lr_boundaries {b} into {sb}: use a larger scale.")
+
+
+def _validate_transfer(r: Recipe) -> None:
+    """The fields of weights, phases, epochs and folders."""
+    for field in ("epochs", "head_epochs", "warmup_epochs", "head_lr"):
+        value = getattr(r, field)
+        _check(value >= 0, f"recipe field {field} must be >= 0, got {value!r}.")
+    for epochs, steps in (("head_epochs", "head_steps"), ("warmup_epochs", "warmup_steps")):
+        _check(not (getattr(r, epochs) and getattr(r, steps)),
+               f"recipe fields {epochs}={getattr(r, epochs)!r} and {steps}="
+               f"{getattr(r, steps)!r} both set the same length: set one of them to 0.")
+    _check(not r.epochs or r.head_epochs < r.epochs,
+           f"head_epochs ({r.head_epochs}) must be shorter than the run's epochs ({r.epochs}).")
+    _check(not (r.head_epochs or r.warmup_epochs) or r.epochs,
+           "head_epochs and warmup_epochs need a length in epochs: set epochs > 0 (or give "
+           "head_steps and warmup_steps).")
+    _check(r.epochs or not r.head_steps or r.head_iterations < r.total_steps,
+           f"the head-only phase ({r.head_iterations} steps) must end before the run does "
+           f"({r.total_steps} steps).")
+    _check(not (r.epochs and r.lr_schedule == "piecewise" and r.lr_boundaries),
+           f"lr_boundaries {r.lr_boundaries} count steps and the run's length is in epochs "
+           f"({r.epochs}): use lr_schedule='cosine' or 'linear', or a length in steps (epochs=0).")
+    phased = r.head_steps or r.head_epochs
+    _check(not phased or r.lr_schedule in ("cosine", "linear", "constant"),
+           f"a head-only phase needs lr_schedule 'cosine', 'linear' or 'constant' for the whole-"
+           f"net phase, got {r.lr_schedule!r}.")
+    _check(r.crop_fraction is None or 0 < r.crop_fraction <= 1,
+           f"recipe field crop_fraction must be None or in (0, 1], got {r.crop_fraction!r}.")
+    _check(0 <= r.holdout < 1, f"recipe field holdout must be in [0, 1), got {r.holdout!r}.")
 
 
 # ------------------------------------------------------------------ coercion from strings
@@ -274,7 +377,7 @@ def _coerce(name: str, value):
                 if number != int(number):
                     raise ValueError
                 return int(number)
-            if isinstance(default, float):
+            if isinstance(default, float) or FIELDS[name].type == typing.Optional[float]:
                 return float(text)
         except ValueError:
             kind = type(default).__name__ if default is not None else str(FIELDS[name].type)
@@ -286,7 +389,8 @@ def _coerce(name: str, value):
         return text
     if isinstance(default, tuple) and isinstance(value, (list, tuple)):
         return tuple(value)
-    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+    floating = isinstance(default, float) or FIELDS[name].type == typing.Optional[float]
+    if floating and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if name == "xla" and isinstance(value, bool):
         return "on" if value else "off"
@@ -378,8 +482,30 @@ ResNet-20 at 28x28, 33 epochs at batch 256 with the paper's pad-4 crop and flip,
 quickstart's optimizer (Nesterov, linear warm-up and decay, label smoothing 0.1, weight decay
 5e-4); anchors: airbench and Myrtle's ResNet-9 (label smoothing, one-cycle, large batch)."""
 
+FINETUNE = Recipe(
+    name="finetune", model="resnet18", dataset="folder:photos", weights="imagenet",
+    augment="random_resized_crop", batch_size=32, epochs=8.0, head_epochs=2.0, head_lr=0.1,
+    lr=0.01, lr_base_batch=256, lr_schedule="cosine", lr_boundaries=(), warmup_epochs=1.0,
+    warmup="linear", warmup_lr=0.0, nesterov=True, label_smoothing=0.1, weight_decay=1e-4,
+    freeze_bn=True, eval_every=0, checkpoint_every=200, log_every=20,
+)
+"""A user's photos from pretrained weights (`--weights=imagenet|FILE`, `--dataset=folder:ROOT`).
+- Input: the weight set's size (224 unless image_size) and normalization inside the model;
+  training view a random-resized crop (8-100% of the area) and flip, evaluation a resize and
+  centre crop by the weight set's crop fraction (torchvision, timm).
+- Phases (Keras' transfer-learning guide; Model Maker trains the head alone by default): 2
+  epochs of the new classifier alone (backbone frozen, BatchNorm in inference mode) at lr 0.1
+  per 256 images, then the whole net at a tenth of it, 0.01 per 256 (Nesterov SGD, momentum
+  0.9), with BatchNorm frozen (`freeze_bn`: small batches' statistics would wreck the
+  pretrained ones; torchvision's FrozenBatchNorm2d), 1 epoch of linear warm-up, cosine to 0.
+- Label smoothing 0.1, weight decay 1e-4 on kernels (Model Maker's defaults: 0.1 and L2 1e-4).
+- Length 8 epochs of the user's data (Model Maker: 10; fine-tuning converges in a few):
+  500 photos at batch 32 are 125 steps (32 head-only), 50,000 are 12,500 (3,125); batch 32 fits
+  a CPU and a small GPU at 224 px, and frozen BatchNorm makes the batch size free to choose.
+"""
+
 RECIPES = {r.name: r for r in (PAPER_CIFAR, PAPER_CIFAR110, PAPER_IMAGENET, MODERN, SMOKE,
-                               QUICKSTART, FAST)}
+                               QUICKSTART, FAST, FINETUNE)}
 
 
 def resolve(name, /, **overrides) -> Recipe:
