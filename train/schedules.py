@@ -12,12 +12,21 @@ import tensorflow as tf
 
 def learning_rate(recipe):
     """The optimizer's learning rate for `recipe`: a `LearningRateSchedule`, or a float for
-    'plateau' (the loop divides it when the evaluation error stops improving)."""
+    'plateau' (the loop divides it when the evaluation error stops improving). A recipe with a
+    head-only phase gets `HeadThen`: `head_peak_lr` during the head phase, then the recipe's
+    schedule over the whole-net phase's steps."""
+    if recipe.phase_boundaries:
+        (head,) = recipe.phase_boundaries
+        return HeadThen(head, recipe.head_peak_lr, _schedule(recipe, recipe.total_steps - head))
+    return _schedule(recipe, recipe.total_steps)
+
+
+def _schedule(recipe, total_steps):
     peak = recipe.peak_lr
     if recipe.lr_schedule == "plateau":
         return peak
     if recipe.lr_schedule in ("cosine", "linear"):
-        return WarmupDecay(peak, recipe.total_steps, recipe.warmup_iterations, recipe.warmup_lr,
+        return WarmupDecay(peak, total_steps, recipe.warmup_iterations, recipe.warmup_lr,
                            recipe.warmup, decay=recipe.lr_schedule)
     boundaries = recipe.boundaries if recipe.lr_schedule == "piecewise" else ()
     values = tuple(float(f"{peak * recipe.lr_decay**i:.12g}") for i in range(len(boundaries) + 1))
@@ -105,3 +114,26 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
         return {"peak_lr": self.peak_lr, "total_steps": self.total_steps,
                 "warmup_steps": self.warmup_steps, "warmup_lr": self.warmup_lr,
                 "warmup": self.warmup, "decay": self.decay}
+
+
+@keras.saving.register_keras_serializable(package="keras_resnet_train")
+class HeadThen(keras.optimizers.schedules.LearningRateSchedule):
+    """`head_lr` for the first `head_steps` iterations (the head-only phase), then `then` (a
+    schedule) of the iterations since: the whole-net phase's warm-up and decay start where it
+    starts."""
+
+    def __init__(self, head_steps, head_lr, then):
+        if isinstance(then, dict):
+            then = keras.optimizers.schedules.deserialize(then)
+        self.head_steps = int(head_steps)
+        self.head_lr = float(head_lr)
+        self.then = then
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        after = self.then(tf.maximum(step - self.head_steps, 0.0))
+        return tf.where(step < self.head_steps, tf.constant(self.head_lr, tf.float32), after)
+
+    def get_config(self):
+        return {"head_steps": self.head_steps, "head_lr": self.head_lr,
+                "then": keras.optimizers.schedules.serialize(self.then)}

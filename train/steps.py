@@ -6,7 +6,16 @@ device, on N replicas and on N workers up to the rounding of all-reduce and sync
 BatchNorm. The loss is `tf.nn.compute_average_loss` over the global batch; the Keras optimizer
 all-reduces the gradients (stock `fit` fails under MultiWorkerMirroredStrategy,
 keras-team/keras#20585).
+
+Phases (transfer learning, `Recipe.phase_boundaries`): before the head-only phase's boundary
+only the classifier (`HEAD_LAYERS`) trains, the backbone frozen and its BatchNorm layers in
+inference mode; then the whole net, with BatchNorm frozen (`trainable=False`: inference mode,
+scale and offset fixed) when the recipe says `freeze_bn`. `Steps` picks the phase from its own
+step counter, sets the layers' `trainable` flags (`set_phase`) and runs that phase's compiled
+loop; one `train` call never crosses a boundary (the loop stops there).
 """
+
+import functools
 
 import keras
 import tensorflow as tf
@@ -25,6 +34,26 @@ def make_optimizer(recipe, policy: str) -> keras.optimizers.Optimizer:
     if policy == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
+
+
+HEAD_LAYERS = ("predictions",)  # the classifier, in keras.applications' naming
+PHASES = ("head", "whole")
+
+
+def set_phase(model, phase: str, freeze_bn: bool) -> None:
+    """Sets `model`'s layers' `trainable` flags for `phase`: 'head' trains `HEAD_LAYERS` alone
+    (every other layer, BatchNorm included, frozen: inference mode); 'whole' trains every layer
+    except BatchNorm when `freeze_bn`."""
+    if phase not in PHASES:
+        raise ValueError(f"phase {phase!r} is not one of {PHASES}.")
+    if phase == "head" and not any(layer.name in HEAD_LAYERS for layer in model.layers):
+        raise ValueError(f"model {model.name!r} has no classifier layer named {HEAD_LAYERS}: "
+                         "a head-only phase needs one (include_top models have 'predictions').")
+    for layer in model.layers:
+        if phase == "head":
+            layer.trainable = layer.name in HEAD_LAYERS
+        else:
+            layer.trainable = not (freeze_bn and isinstance(layer, keras.layers.BatchNormalization))
 
 
 def replica_slice(strategy, images, labels):
@@ -53,6 +82,11 @@ class Steps:
     Replica step: cross-entropy (label-smoothed when the recipe says so) averaged over the
     global batch, plus the L2 weight decay `wd / 2 * ||w||^2` on conv and dense kernels (Caffe's
     weight decay; BatchNorm parameters and biases are not decayed), then `optimizer.apply`.
+
+    `recipe` is the run's plan (`Recipe.resolved`): its `phase_boundaries` and `freeze_bn`
+    decide which variables each step trains (see the module docstring). The optimizer must be
+    built for every variable either phase trains (it is built here for the model's variables if
+    it is not yet): restore checkpoints after that.
     """
 
     def __init__(self, model, optimizer, strategy, recipe, num_classes, *, jit=False,
@@ -68,16 +102,33 @@ class Steps:
         self.num_classes = num_classes
         self.smoothing = recipe.label_smoothing
         self.weight_decay = recipe.weight_decay
-        self.decay_vars = [v for v in model.trainable_variables if v.path.endswith("kernel")]
-        train_step, eval_step = self._replica_train_step, self._replica_eval_step
+        self.boundaries = tuple(recipe.phase_boundaries)
+        self.freeze_bn = recipe.freeze_bn
+        self.jit = jit
+        if (self.boundaries or self.freeze_bn) and not optimizer.built:
+            with strategy.scope():
+                optimizer.build(model.trainable_variables)
+        eval_step = self._replica_eval_step
         if jit:
-            train_step = tf.function(train_step, jit_compile=True, autograph=False)
             eval_step = tf.function(eval_step, jit_compile=True, autograph=False)
-        self._train_step, self._eval_step = train_step, eval_step
+        self._eval_step = eval_step
         # Explicit tf.while_loops, no AutoGraph: nothing depends on reading this file's source
         # at trace time (AutoGraph does, and breaks if the file changed since import).
-        self._train_steps = tf.function(self._train_loop, autograph=False)
+        self._train_steps = {}  # phase -> its compiled loop, traced with that phase's flags
         self._evaluate = tf.function(self._eval_loop, autograph=False)
+
+    def phase_at(self, step: int) -> str:
+        """'head' before the first phase boundary, else 'whole'."""
+        return "head" if self.boundaries and step < self.boundaries[0] else "whole"
+
+    def _compiled(self, phase):
+        if phase not in self._train_steps:
+            train_step = self._replica_train_step
+            if self.jit:
+                train_step = tf.function(train_step, jit_compile=True, autograph=False)
+            self._train_steps[phase] = tf.function(
+                functools.partial(self._train_loop, train_step), autograph=False)
+        return self._train_steps[phase]
 
     def _per_example_loss(self, labels, probs):
         if self.smoothing:
@@ -87,14 +138,15 @@ class Steps:
         return keras.losses.sparse_categorical_crossentropy(labels, probs)
 
     def _replica_train_step(self, images, labels):
-        variables = self.model.trainable_variables
+        variables = self.model.trainable_variables  # the phase's, read at trace time
+        decay_vars = [v for v in variables if v.path.endswith("kernel")]
         with tf.GradientTape() as tape:
             probs = self.model(images, training=True)
             losses = self._per_example_loss(labels, probs)
             loss = tf.nn.compute_average_loss(losses, global_batch_size=self.global_batch)
-            if self.weight_decay and self.decay_vars:
+            if self.weight_decay and decay_vars:
                 # Gradient wd * w, summed over replicas by the optimizer (hence the scaling).
-                l2 = tf.add_n([tf.nn.l2_loss(tf.convert_to_tensor(v)) for v in self.decay_vars])
+                l2 = tf.add_n([tf.nn.l2_loss(tf.convert_to_tensor(v)) for v in decay_vars])
                 loss += tf.nn.scale_regularization_loss(self.weight_decay * l2)
             scaled = self.optimizer.scale_loss(loss)
         self.optimizer.apply(tape.gradient(scaled, variables), variables)
@@ -106,10 +158,10 @@ class Steps:
         self.eval_loss.update_state(keras.losses.sparse_categorical_crossentropy(labels, probs))
         self.eval_acc.update_state(labels, probs)
 
-    def _train_loop(self, iterator, n):
+    def _train_loop(self, train_step, iterator, n):
         def body(i):
             images, labels = iterator.get_next()
-            self.strategy.run(self._train_step,
+            self.strategy.run(train_step,
                               args=replica_slice(self.strategy, images, labels))
             self.step.assign_add(1)
             return (i + 1,)
@@ -129,7 +181,19 @@ class Steps:
         return self.eval_loss.result(), self.eval_acc.result()
 
     def train(self, iterator, n: int) -> tuple:
-        loss, acc = self._train_steps(iterator, tf.constant(n, tf.int64))
+        """n steps in the phase of the current step (ValueError if they would cross a phase
+        boundary); returns the running (loss, accuracy)."""
+        phase = "whole"
+        if self.boundaries or self.freeze_bn:
+            step = int(self.step.numpy())
+            crossed = [b for b in self.boundaries if step < b < step + n]
+            if crossed:
+                raise ValueError(f"train(n={n}) from step {step} would cross the phase boundary "
+                                 f"at step {crossed[0]}: stop there and call train again (stop "
+                                 "at every step of recipe.phase_boundaries).")
+            phase = self.phase_at(step)
+            set_phase(self.model, phase, self.freeze_bn)
+        loss, acc = self._compiled(phase)(iterator, tf.constant(n, tf.int64))
         return float(loss), float(acc)
 
     def reset_train_metrics(self) -> None:
