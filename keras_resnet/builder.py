@@ -57,11 +57,6 @@ def _input_layer(input_tensor, input_shape, default_size, min_size, include_top,
     if c is None:
         raise ValueError(f"The channel dimension must be known; received input_shape={input_shape} "
                          f"({order}).")
-    if pretrained and c != 3:
-        raise ValueError(
-            f"The input must have 3 channels to load pretrained weights; received "
-            f"input_shape={input_shape} ({order}). Use weights=None to train on {c}-channel images."
-        )
     for side in (h, w):
         if side is not None and side < min_size:
             raise ValueError(

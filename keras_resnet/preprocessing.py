@@ -9,6 +9,7 @@ Each weight set was trained with one preprocessing mode; using another silently 
 
 import json
 import os
+from typing import NamedTuple
 
 import numpy as np
 from keras import ops
@@ -40,6 +41,38 @@ def normalization_constants(mode, mean=None, std=None):
         m = tuple(255.0 * v for v in mean)
         s = tuple(255.0 * v for v in std)
     return m, s, rev
+
+
+class Normalization(NamedTuple):
+    """Per-channel input normalization `(x - mean) / std` in pixel units (0..255), RGB order.
+
+    Unpacks as `mean, std = n`, so `keras_resnet.ImageNormalization(*n)` builds its layer.
+    """
+
+    mean: tuple
+    std: tuple
+
+    @classmethod
+    def of_mode(cls, mode, mean=None, std=None):
+        """(Normalization in RGB order, reverse_channels) of a preprocessing mode: 'caffe'
+        (whose weights take BGR: its constants come back in RGB order, reverse True), 'tf',
+        'torch', or 'imagenet' (ImageNet's mean and std, as 'torch')."""
+        m, s, rev = normalization_constants("torch" if mode == "imagenet" else mode, mean, std)
+        if rev:
+            m, s = m[::-1], s[::-1]
+        return cls(tuple(float(v) for v in m), tuple(float(v) for v in s)), rev
+
+    def for_channels(self, channels: int) -> "Normalization":
+        """The constants for a `channels`-channel input, as the first conv is adapted
+        (`keras_resnet.weights.input_conv`): 1 channel takes the average over channels; more
+        repeat the values in order (R, G, B, R, ...); a single value serves every channel."""
+        mean, std = np.asarray(self.mean, np.float64), np.asarray(self.std, np.float64)
+        if mean.size == channels and std.size == channels:
+            return Normalization(tuple(map(float, mean)), tuple(map(float, std)))
+        if channels == 1:
+            return Normalization((float(mean.mean()),), (float(std.mean()),))
+        return Normalization(tuple(float(mean[i % mean.size]) for i in range(channels)),
+                             tuple(float(std[i % std.size]) for i in range(channels)))
 
 
 def preprocess_input(x, mode="caffe", mean=None, std=None):

@@ -6,6 +6,8 @@ A row is data; `fetch` downloads a row's file once into the Keras cache and chec
 import dataclasses
 import hashlib
 import os
+import socket
+import urllib.parse
 
 import keras
 
@@ -144,6 +146,7 @@ def get(model, tag):
 
 
 def tags(model):
+    """The registry tags of `model` ('imagenet', 'a1_in1k', ...), sorted."""
     return sorted({t for m, t in _REGISTRY if m == model} | {t for m, t in ALIASES if m == model})
 
 
@@ -176,6 +179,15 @@ def check_hash(path, expected):
         )
 
 
+def _check_reachable(url, timeout=5.0):
+    """Raises OSError at once when `url`'s host cannot be reached: `keras.utils.get_file` has no
+    timeout, so on a network that drops packets it would hang instead of failing."""
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    with socket.create_connection((parts.hostname, port), timeout=timeout):
+        pass
+
+
 def fetch(row, include_top=True):
     """Path of `row`'s file in the Keras cache, downloading it once; verifies its hash."""
     top = include_top or not row.url_notop
@@ -183,6 +195,7 @@ def fetch(row, include_top=True):
     path = os.path.join(cache_dir(), row.file_name(include_top))
     if not os.path.exists(path):
         try:
+            _check_reachable(url)
             keras.utils.get_file(os.path.basename(path), url, cache_dir=os.path.dirname(cache_dir()),
                                  cache_subdir="models")
         except Exception as e:  # noqa: BLE001 - any download failure gets the same advice

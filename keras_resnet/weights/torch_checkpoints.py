@@ -166,12 +166,14 @@ def _natural(key):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", key)]
 
 
-def torch_state_dict_to_keras(state_dict: dict, model) -> dict:
+def torch_state_dict_to_keras(state_dict: dict, model, skip=()) -> dict:
     """Maps a torchvision/timm ResNet state dict onto `model`'s layers.
 
     Args:
         state_dict: {torch key: array}, e.g. `layer1.0.conv1.weight` of shape (64, 64, 1, 1).
         model: a keras_resnet v1.5 model (any depth, with or without the classifier).
+        skip: Keras layer names left out: neither expected in the file nor taken from it (a
+            classifier of another class count, in transfer learning).
     Returns:
         {layer name: [arrays in Keras weight order]} for every mapped layer of `model`, ready for
         `keras_resnet.weights.assign_weights`. `fc.*` is dropped when the model has no classifier.
@@ -181,14 +183,16 @@ def torch_state_dict_to_keras(state_dict: dict, model) -> dict:
     """
     _check_layout(model)
     expected = {}  # torch key -> (layer name, slot index, torch shape, to_keras)
+    skipped = tuple(f"{torch_prefix(name)}." for name in skip if torch_prefix(name))
     for layer in model.layers:
         prefix = torch_prefix(layer.name)
-        if prefix is None or not layer.weights:
+        if prefix is None or not layer.weights or layer.name in skip:
             continue
         for i, (suffix, shape, fn) in enumerate(_slots(layer)):
             expected[f"{prefix}.{suffix}"] = (layer.name, i, shape, fn)
 
-    given = {k: v for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
+    given = {k: v for k, v in state_dict.items() if not k.endswith("num_batches_tracked")
+             and not (skipped and k.startswith(skipped))}
     if not any(k.startswith("fc.") for k in expected):
         given = {k: v for k, v in given.items() if not k.startswith("fc.")}
     missing = sorted(set(expected) - set(given))

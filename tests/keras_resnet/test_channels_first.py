@@ -212,9 +212,19 @@ def test_shape_errors_speak_channels_first(channels_first, kwargs, message):
         keras_resnet.ResNet50(weights=None, **kwargs)
 
 
-def test_pretrained_needs_three_channels_first(channels_first):
-    with pytest.raises(ValueError, match=r"3 channels.*\(1, 224, 224\)"):
-        keras_resnet.ResNet50(input_shape=(1, 224, 224))
+def test_rgb_weights_load_into_a_one_channel_channels_first_model(channels_first, tmp_path):
+    """Kernels are (kh, kw, in, out) in both formats: the first conv's RGB kernels are summed
+    for a (1, H, W) input just as for (H, W, 1) (issue 21.2; checked against timm in
+    test_transfer.py)."""
+    keras.config.set_image_data_format("channels_last")
+    source = randomize(keras_resnet.ResNet20(weights=None, input_shape=(32, 32, 3), classes=10))
+    path = str(tmp_path / "rgb.weights.h5")
+    source.save_weights(path)
+    keras.config.set_image_data_format("channels_first")
+    gray = keras_resnet.ResNet20(weights=path, input_shape=(1, 32, 32), classes=10)
+    np.testing.assert_array_equal(gray.get_layer("conv1_conv").get_weights()[0],
+                                  source.get_layer("conv1_conv").get_weights()[0].sum(
+                                      axis=2, keepdims=True))
 
 
 @needs_nchw
