@@ -8,10 +8,14 @@ and a `DatasetInfo`. How an image becomes the model's input is the evaluation vi
 Nothing is downloaded at run time. `fashion_mnist` is prepared offline from Debian's
 `dataset-fashion-mnist` files (`train.fashion_mnist`); any other TFDS dataset must be prepared
 already, or its files must lie in `<data_dir>/downloads/manual`, or `load` fails at once saying
-what to place where. `folder:/path` reads `root/<split>/<class>/<image>` (`train.folders`).
+what to place where. `folder:/path` reads `root/<class>/<image>` or
+`root/<split>/<class>/<image>` by the rules of `train.folders`; `describe` and `record` say
+what those rules found.
 """
 
+import collections
 import dataclasses
+import json
 import os
 import re
 
@@ -41,6 +45,7 @@ class DatasetInfo:
         per-channel mean), 'per_channel' (the training split's, for folders).
     split, num_examples: the split `load` read (as given, e.g. 'train[:45000]') and its size.
     sizes: for folders, the distinct (h, w) of the split's images (at most a few listed).
+    folder: for folders, the whole tree as `train.folders.scan` found it (what `record` keeps).
     """
 
     name: str
@@ -55,6 +60,7 @@ class DatasetInfo:
     crop_view: bool = False
     mean: str = "per_pixel"
     sizes: tuple = ()
+    folder: folders.Tree | None = None
 
     def describe_sizes(self) -> str:
         if not self.sizes:
@@ -135,42 +141,89 @@ def _parse_split(split: str) -> tuple[str, str]:
     return match.group(1), match.group(2) or ""
 
 
-def _load_folder(root: str, split: str) -> tuple[tf.data.Dataset, DatasetInfo]:
+def _slice_bounds(sliced: str, n: int) -> tuple:
+    """TFDS-style '[a:b]' (ints, negative ints or percentages) -> (start, stop) within n."""
+    if not sliced:
+        return 0, n
+    match = re.fullmatch(r"\[(-?\d+%?)?:(-?\d+%?)?\]", sliced)
+    if not match:
+        raise ValueError(f"split slice {sliced!r} is not like '[:100]', '[100:]' or '[:10%]'.")
+
+    def bound(text, default):
+        if text is None:
+            return default
+        value = round(int(text[:-1]) * n / 100) if text.endswith("%") else int(text)
+        return max(0, min(n, value + n if value < 0 else value))
+
+    start, stop = bound(match.group(1), 0), bound(match.group(2), n)
+    if stop <= start:
+        raise ValueError(f"split slice {sliced!r} selects no images of the {n}.")
+    return start, stop
+
+
+def _load_folder(root: str, split: str, bad_images: str, holdout) -> tuple:
+    tree = _scan(root, bad_images, holdout)
     base, sliced = _parse_split(split)
-    name = folders.resolve_split(root, base)
-    paths, labels = folders.files(root, name)
-    start, stop = folders.slice_bounds(sliced, len(paths))
-    paths, labels = paths[start:stop], labels[start:stop]
-    found = sorted(folders.sizes(paths))
+    images = tree.splits[tree.resolve(base)]
+    start, stop = _slice_bounds(sliced, len(images))
+    images = images[start:stop]
+    found = sorted({(im.height, im.width) for im in images})
     shape = (*found[0], 3) if len(found) == 1 else (None, None, 3)
 
     def count(s):
         try:
-            return len(folders.files(root, folders.resolve_split(root, s))[0])
+            return len(tree.splits[tree.resolve(s)])
         except ValueError:
             return None
 
     info = DatasetInfo(
-        name=FOLDER_PREFIX + root, num_classes=len(folders.class_names(root)),
-        image_shape=shape, num_train=count("train"), num_test=count("test"),
-        class_names=folders.class_names(root), split=split, num_examples=len(paths),
-        mean="per_channel", sizes=tuple(found))
-    return folders.dataset(paths, labels), info
+        name=FOLDER_PREFIX + root, num_classes=len(tree.class_names), image_shape=shape,
+        num_train=count("train"), num_test=count("test"), class_names=tree.class_names,
+        split=split, num_examples=len(images), mean="per_channel", sizes=tuple(found),
+        folder=tree)
+    return folders.dataset(images), info
 
 
-def load(name: str, split: str, *, data_dir: str | None = None):
+_WARNED = set()
+
+
+def _scan(root, bad_images, holdout):
+    """`folders.scan` of `root`, warning once per process about the images it left out."""
+    tree = folders.scan(root, holdout=holdout, bad_images=bad_images)
+    if tree.skipped and (root, tree.skipped) not in _WARNED:
+        _WARNED.add((root, tree.skipped))
+        shown = "; ".join(f"{s.path} ({s.reason})" for s in tree.skipped[:10])
+        logging.warning("%d broken image(s) in %s left out: %s%s", len(tree.skipped), root,
+                        shown, " ..." if len(tree.skipped) > 10 else "")
+    return tree
+
+
+def _folder_root(name):
+    if isinstance(name, str) and name.startswith(FOLDER_PREFIX):
+        return os.path.abspath(os.path.expanduser(name[len(FOLDER_PREFIX):]))
+    return None
+
+
+def load(name: str, split: str, *, data_dir: str | None = None, bad_images: str = "skip",
+         holdout: float | None = None):
     """Raw examples `(image uint8 (h, w, C), label int64)` in a fixed order, and their info.
 
     name: one of DATASETS ('fashion_mnist', 'cifar10', 'cifar100', 'imagenette',
-        'imagenet2012'), or 'folder:/path/to/root' for root/<split>/<class>/<image> (RGB).
+        'imagenet2012'), or 'folder:/path/to/root' for root/<class>/<image> or
+        root/<split>/<class>/<image> (RGB).
     split: 'train' or 'test' ('test' reads the validation split where there is no test
         split, e.g. ImageNet), with TFDS slicing such as 'train[:45000]'.
     data_dir: TFDS data dir; default $KERAS_RESNET_DATA or ~/tensorflow_datasets.
     fashion_mnist's images are its own 28x28 (the default view pads them to 32x32).
+    bad_images, holdout: folders only (`train.folders`): 'skip' leaves broken images out with
+        a warning, 'fail' raises naming them; `holdout` is the fraction of each class held out
+        as 'test' when the tree has no test/val split (None: 0.2, the 80/20 split Ultralytics
+        and Model Maker make; enough test images per class to see a class fail, most for
+        training). Every reader of a folder passes the same two values and gets the same files.
     """
-    if isinstance(name, str) and name.startswith(FOLDER_PREFIX):
-        return _load_folder(os.path.abspath(os.path.expanduser(name[len(FOLDER_PREFIX):])),
-                            split)
+    root = _folder_root(name)
+    if root is not None:
+        return _load_folder(root, split, bad_images, holdout)
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}: use one of {sorted(DATASETS)} or "
                          f"'{FOLDER_PREFIX}/path/to/root' (root/<split>/<class>/<image>).")
@@ -199,6 +252,79 @@ def load(name: str, split: str, *, data_dir: str | None = None):
         num_examples=splits[tf_split].num_examples, pad=spec.pad, crop_view=spec.crop_view,
         mean=spec.mean)
     return ds, info
+
+
+# ------------------------------------------------------------- what a folder holds
+
+FEW_IMAGES = 10
+"""A class with fewer images than this in a split gets a warning in `describe`."""
+
+
+def describe(name: str, *, data_dir: str | None = None, bad_images: str = "skip",
+             holdout: float | None = None) -> str:
+    """A folder dataset as a person checks it before training: classes x splits image counts,
+    the sizes found, whether a split was made, what was ignored and skipped, and warnings for
+    classes with few images or missing from a split. '' for TFDS datasets."""
+    root = _folder_root(name)
+    if root is None:
+        return ""
+    tree = _scan(root, bad_images, holdout)
+    splits = sorted(tree.splits, key=lambda s: (s.lower() != "train", s))
+    counts = {s: collections.Counter(im.label for im in tree.splits[s]) for s in splits}
+    width = max(len(n) for n in (*tree.class_names, "class", "total"))
+    lines = [f"folder {root}: {len(tree.class_names)} classes, "
+             f"{sum(len(v) for v in tree.splits.values())} images"]
+    lines.append("  ".join([f"{'class':<{width}}", *(f"{s:>7}" for s in splits)]))
+    for label, cls in enumerate(tree.class_names):
+        lines.append("  ".join([f"{cls:<{width}}", *(f"{counts[s][label]:>7}" for s in splits)]))
+    lines.append("  ".join([f"{'total':<{width}}", *(f"{len(tree.splits[s]):>7}" for s in splits)]))
+    sizes = collections.Counter((im.height, im.width) for v in tree.splits.values() for im in v)
+    shown = ", ".join(f"{h}x{w} ({n})" for (h, w), n in sizes.most_common(4))
+    lines.append(f"image sizes: {len(sizes)} ({shown}{', ...' if len(sizes) > 4 else ''})")
+    if tree.split_made:
+        lines.append(f"split made: no test folder, so {tree.holdout:.0%} of each class "
+                     f"({len(tree.held_out)} images, chosen by file-name hash) is 'test'")
+    else:
+        lines.append(f"split: the tree's own ({', '.join(splits)})")
+    why = collections.Counter(left.reason for left in tree.ignored)
+    lines.append(f"ignored: {len(tree.ignored)} files" + (" (" + ", ".join(
+        f"{n} {r}" for r, n in why.most_common()) + ")" if why else ""))
+    lines.append(f"skipped: {len(tree.skipped)} broken images" + "".join(
+        f"\n  {s.path}: {s.reason}" for s in tree.skipped[:10])
+        + (f"\n  ... ({len(tree.skipped) - 10} more)" if len(tree.skipped) > 10 else ""))
+    for s in splits:
+        for label, cls in enumerate(tree.class_names):
+            n = counts[s][label]
+            if n == 0:
+                lines.append(f"warning: class {cls!r} has no images in split {s!r}")
+            elif n < FEW_IMAGES:
+                lines.append(f"warning: class {cls!r} has only {n} images in split {s!r}")
+    return "\n".join(lines)
+
+
+def record(info: DatasetInfo, run_dir: str) -> dict:
+    """Writes what the folder rules found into `run_dir`: folder.json (counts, skipped images
+    with reasons, ignored files, the split made) and held_out.txt (the held-out paths, one per
+    line, relative to the root) when a split was made. Returns entries for summary.json; {} for
+    TFDS datasets."""
+    tree = info.folder
+    if tree is None:
+        return {}
+    counts = {s: len(v) for s, v in tree.splits.items()}
+    entries = {"folder_images": counts, "skipped_images": len(tree.skipped),
+               "ignored_files": len(tree.ignored), "split_made": tree.split_made,
+               "holdout": tree.holdout}
+    content = {**entries, "root": tree.root, "class_names": list(tree.class_names),
+               "skipped": [s._asdict() for s in tree.skipped],
+               "ignored": [s._asdict() for s in tree.ignored],
+               "held_out_list": "held_out.txt" if tree.split_made else None}
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "folder.json"), "w") as f:
+        json.dump(content, f, indent=1)
+    if tree.split_made:
+        with open(os.path.join(run_dir, "held_out.txt"), "w") as f:
+            f.write("".join(p + "\n" for p in tree.held_out))
+    return entries
 
 
 # ------------------------------------------------------------------ arrays and statistics

@@ -417,8 +417,14 @@ def test_folder_errors(tmp_path):
     with pytest.raises(ValueError, match="not a directory"):
         data.load(f"folder:{tmp_path / 'nope'}", "train")
     write_png(tmp_path / "train" / "a" / "0.png", 1, 4, 4)
-    with pytest.raises(ValueError, match="'test' does not exist"):
+    # no test split: one is held out of 'train' (tests/train/test_folders.py), but a class of
+    # one image keeps it for training
+    with pytest.raises(ValueError, match="'test' does not exist.*too few images"):
         data.load(f"folder:{tmp_path}", "test")
+    with pytest.raises(ValueError, match="holdout=1.5"):
+        data.load(f"folder:{tmp_path}", "train", holdout=1.5)
+    with pytest.raises(ValueError, match="bad_images='keep'"):
+        data.load(f"folder:{tmp_path}", "train", bad_images="keep")
 
 
 @pytest.mark.parametrize("fmt,ext,mode", [("PNG", "png", "RGB"), ("PNG", "png", "L"),
@@ -433,7 +439,7 @@ def test_header_sizes_match_the_decoded_images(tmp_path, fmt, ext, mode):
         Image.fromarray(pixels).convert(mode).save(tmp_path / f"{i}.{ext}", format=fmt)
     for i, (h, w) in enumerate([(17, 23), (40, 9)]):
         path = str(tmp_path / f"{i}.{ext}")
-        assert folders.image_size(path) == (h, w)
+        assert folders.check(path)[1:3] == (h, w)  # from the header
         decoded = folders.decode(path).numpy()
         assert decoded.shape == (h, w, 3) and decoded.dtype == np.uint8  # RGB, whatever mode
 
@@ -442,6 +448,7 @@ def test_folder_of_one_size_is_known_before_decoding_and_sliced_like_tfds(tmp_pa
     for k, name in enumerate(["b", "a"]):
         for i in range(5):
             write_png(tmp_path / "train" / name / f"{i:02d}.png", 10 * k + i + 1, 12, 14)
+    write_png(tmp_path / "test" / "a" / "0.png", 0, 12, 14)  # a test split: 'train' is whole
     ds, info = data.load(f"folder:{tmp_path}", "train")
     assert info.image_shape == (12, 14, 3) and info.class_names == ("a", "b")
     view = views.for_dataset(info)
