@@ -8,10 +8,12 @@ import os
 import sys
 
 import keras
+import numpy as np
 from keras import layers
 
 from keras_resnet import blocks as B
 from keras_resnet.layers import ImageNormalization, standardize_data_format
+from keras_resnet.preprocessing import Normalization
 
 # Graph layouts: "v1" is keras.applications' (and the paper's stride placement), "v1.5" is
 # torchvision's. Basic-block nets differ between the two only in conv bias and BN epsilon.
@@ -108,6 +110,23 @@ def _check_arguments(stages, block, stem, shortcut, layout, pooling, weights, we
         )
 
 
+def _fit_preprocessing(preprocessing, channels):
+    """(mean, std, reverse) of `preprocessing` for a `channels`-channel input: an RGB set's
+    per-channel constants averaged (1 channel) or repeated (more), as the first conv's kernels
+    are (`keras_resnet.weights.input_conv`)."""
+    mean, std, rev = preprocessing
+    if channels == 3 or np.ndim(mean) != 1 or len(mean) != 3:
+        return preprocessing
+    if rev and channels != 1:
+        raise ValueError(
+            f"These weights take BGR input (their preprocessing reverses RGB), which has no "
+            f"meaning for {channels} input channels. Build the model with weights=None and load "
+            "them with keras_resnet.weights.load_pretrained, which turns their first conv to RGB."
+        )
+    fitted = Normalization(tuple(mean), tuple(std)).for_channels(channels)
+    return fitted.mean, fitted.std, False
+
+
 def _stem(x, stem, filters, bn, preact):
     """ImageNet: 7x7/2 conv (BN, ReLU unless pre-activation) + 3x3/2 max-pool (Table 1).
     CIFAR: one 3x3 conv-BN-ReLU with the first stage's filters (sec. 4.2)."""
@@ -159,11 +178,13 @@ def build_resnet(stages, block="bottleneck", *, stem="imagenet", shortcut="B", l
         include_top, input_tensor, input_shape, pooling, classes, classifier_activation, name:
             as in keras.applications; `input_shape` is (H, W, C) under channels_last and
             (C, H, W) under channels_first.
-        weights: None, or a path to a weights file (`.weights.h5`, legacy `.h5`,
-            `.safetensors`, `.pth`). Named weight sets are resolved by the variants. Kernels
-            are (kh, kw, in, out) in both data formats, so the same files load into either.
+        weights: None, or a path to a weights file (`.weights.h5`, legacy `.h5`, a `.keras`
+            model, `.safetensors`, `.pth`). Named weight sets are resolved by the variants.
+            Kernels are (kh, kw, in, out) in both data formats, so the same files load into
+            either; RGB weights load into a model of other input channels, the first conv
+            adapted by timm's rule (`keras_resnet.weights.adapt_input_conv`).
         include_preprocessing: put the normalization `preprocessing` inside the model, so that
-            it takes RGB images in [0, 255].
+            it takes RGB images in [0, 255] (1-channel images: the RGB constants averaged).
         preprocessing: (mean, std, reverse_channels) in pixel units, for include_preprocessing
             (see `ImageNormalization`: scalars, per-channel or per-pixel, channels_last order).
         synchronized_bn: synchronize BatchNorm statistics across replicas under tf.distribute.
@@ -196,7 +217,8 @@ def build_resnet(stages, block="bottleneck", *, stem="imagenet", shortcut="B", l
 
     x = img_input
     if include_preprocessing:
-        mean, std, rev = preprocessing
+        channels = img_input.shape[1 if data_format == "channels_first" else -1]
+        mean, std, rev = _fit_preprocessing(preprocessing, channels)
         x = ImageNormalization(mean, std, rev, data_format, name="preprocessing")(x)
     x = _stem(x, stem, stages[0][0], bn, preact)
     for i, (filters, blocks, stride) in enumerate(stages):

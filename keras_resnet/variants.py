@@ -5,6 +5,8 @@ ImageNet rows follow Table 1 of He et al. (2016); CIFAR rows follow sec. 4.2 (6n
 """
 
 import dataclasses
+import functools
+import inspect
 import re
 
 from keras_resnet import weights as W
@@ -105,16 +107,56 @@ def resolve(name):
                      "20, 26, 32, ...; 'resnet50_cifar' where N is also an ImageNet depth).")
 
 
-def create(arch_name, include_top=True, weights="default", input_tensor=None, input_shape=None,
-           pooling=None, classes=1000, classifier_activation="softmax", name=None, *,
-           include_preprocessing=False, variant=None, shortcut="default", synchronized_bn=False,
-           bn_momentum=0.99, zero_init_residual=False):
-    """Builds the network `arch_name`: any name `resolve` accepts, or an `Arch` row.
+# The model arguments, written once: their names, defaults and meaning are `build_resnet`'s.
+# Every public model function takes keras.applications' arguments in its positional order,
+# then ours keyword-only; each gets this signature (for help(), editors and inspect) from
+# `model_signature`, with its own defaults.
+APPLICATIONS_ARGUMENTS = ("include_top", "weights", "input_tensor", "input_shape", "pooling",
+                          "classes", "classifier_activation", "name")
+OPTIONS = ("include_preprocessing", "variant", "shortcut", "synchronized_bn", "bn_momentum",
+           "zero_init_residual")
+# Defaults that a row decides ("default": the row's own), and `variant`, which is ours alone.
+ROW_DEFAULTS = {"weights": "default", "name": None, "shortcut": "default", "variant": None}
 
-    The arguments after `arch_name` are keras.applications' (in its positional order); the
-    keyword-only ones are ours. See `ResNet50` for what each does. `weights="default"` is the
-    row's own default (keras.applications' "imagenet" where a weight set exists, else None).
+
+def model_signature(leading=(), extra=None, **defaults):
+    """The `inspect.Signature` of a model function.
+
+    `leading` names come first (positional or keyword, no default), then
+    `APPLICATIONS_ARGUMENTS`, then `extra` ({name: default}) and `OPTIONS` keyword-only.
+    A default is taken from `defaults`, else `ROW_DEFAULTS`, else `build_resnet`'s.
     """
+    kind = inspect.Parameter
+    builder = inspect.signature(build_resnet).parameters
+
+    def default(name):
+        if name in defaults:
+            return defaults[name]
+        return ROW_DEFAULTS[name] if name in ROW_DEFAULTS else builder[name].default
+
+    params = [kind(n, kind.POSITIONAL_OR_KEYWORD) for n in leading]
+    params += [kind(n, kind.POSITIONAL_OR_KEYWORD, default=default(n)) for n in APPLICATIONS_ARGUMENTS]
+    params += [kind(n, kind.KEYWORD_ONLY, default=d) for n, d in (extra or {}).items()]
+    params += [kind(n, kind.KEYWORD_ONLY, default=default(n)) for n in OPTIONS]
+    return inspect.Signature(params)
+
+
+def with_signature(signature, impl):
+    """`impl(**arguments)` behind `signature`: a call binds as a `def` of that signature would
+    (TypeError otherwise), defaults filled in; help() and inspect.signature show it."""
+    @functools.wraps(impl)
+    def fn(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return impl(**bound.arguments)
+
+    fn.__signature__ = signature
+    fn.__module__ = __name__
+    return fn
+
+
+def _create(arch_name, weights, variant, shortcut, name, **options):
+    """`create`'s body: `options` are build_resnet's keyword arguments, passed on as given."""
     arch = arch_name if isinstance(arch_name, Arch) else resolve(arch_name)
     if weights == "default":
         weights = arch.weights
@@ -134,7 +176,7 @@ def create(arch_name, include_top=True, weights="default", input_tensor=None, in
     if arch.layout != "v2" and layout not in ("v1", "v1.5"):
         raise ValueError(f"Unknown variant {variant!r} for {arch.name}: expected 'v1' or 'v1.5'.")
     preprocessing = None
-    if include_preprocessing:
+    if options["include_preprocessing"]:
         if row is None:
             raise ValueError("include_preprocessing=True needs a named weight set (it puts that "
                              "set's normalization in the model); received weights="
@@ -143,29 +185,29 @@ def create(arch_name, include_top=True, weights="default", input_tensor=None, in
     return build_resnet(
         arch.stages, arch.block, stem=arch.stem,
         shortcut=arch.shortcut if shortcut == "default" else shortcut,
-        layout=layout, stride_at=arch.stride_at, include_top=include_top,
-        weights=None if row is not None else weights, weight_set=row, input_tensor=input_tensor,
-        input_shape=input_shape, pooling=pooling, classes=classes,
-        classifier_activation=classifier_activation, include_preprocessing=include_preprocessing,
-        preprocessing=preprocessing, synchronized_bn=synchronized_bn, bn_momentum=bn_momentum,
-        zero_init_residual=zero_init_residual, default_size=arch.default_size,
-        name=name or arch.name,
+        layout=layout, stride_at=arch.stride_at,
+        weights=None if row is not None else weights, weight_set=row,
+        preprocessing=preprocessing, default_size=arch.default_size,
+        name=name or arch.name, **options,
     )
+
+
+create = with_signature(model_signature(["arch_name"]), _create)
+create.__name__ = create.__qualname__ = "create"
+create.__doc__ = """Builds the network `arch_name`: any name `resolve` accepts, or an `Arch` row.
+
+    The arguments after `arch_name` are keras.applications' (in its positional order); the
+    keyword-only ones are ours. See `ResNet50` for what each does. `weights="default"` is the
+    row's own default (keras.applications' "imagenet" where a weight set exists, else None).
+    """
 
 
 def _looks_like_path(s):
     return "/" in s or "\\" in s or "." in s.rsplit("/", 1)[-1]
 
 
-def ResNet(depth, include_top=True, weights="default", input_tensor=None, input_shape=None,
-           pooling=None, classes=1000, classifier_activation="softmax", name=None, *, plain=False,
-           cifar=None, include_preprocessing=False, variant=None, shortcut="default",
-           synchronized_bn=False, bn_momentum=0.99, zero_init_residual=False):
-    """Any depth: ImageNet (18/34/50/101/152, Table 1) or CIFAR (6n+2, sec. 4.2).
-
-    `cifar` defaults to whichever family has `depth` (ImageNet for 50 and 152, which are both);
-    `plain=True` drops the shortcuts. Other arguments as `create`.
-    """
+def _resnet(depth, plain, cifar, **options):
+    """`ResNet`'s body: the row of `depth`, then `create` with the model arguments as given."""
     if isinstance(depth, bool) or not isinstance(depth, int):
         raise ValueError(f"`depth` must be an int such as 50 or 20; received {depth!r}.")
     if cifar is None:
@@ -180,10 +222,16 @@ def ResNet(depth, include_top=True, weights="default", input_tensor=None, input_
         raise ValueError(f"Unknown ResNet depth {depth}: ImageNet depths are "
                          f"{sorted(IMAGENET_DEPTHS)} (Table 1), CIFAR depths are 6n+2 with n >= 1 "
                          f"(8, 14, 20, 32, ..., sec. 4.2); received depth={depth}.") from None
-    return create(arch, include_top, weights, input_tensor, input_shape, pooling, classes,
-                  classifier_activation, name, include_preprocessing=include_preprocessing,
-                  variant=variant, shortcut=shortcut, synchronized_bn=synchronized_bn,
-                  bn_momentum=bn_momentum, zero_init_residual=zero_init_residual)
+    return create(arch, **options)
+
+
+ResNet = with_signature(model_signature(["depth"], {"plain": False, "cifar": None}), _resnet)
+ResNet.__name__ = ResNet.__qualname__ = "ResNet"
+ResNet.__doc__ = """Any depth: ImageNet (18/34/50/101/152, Table 1) or CIFAR (6n+2, sec. 4.2).
+
+    `cifar` defaults to whichever family has `depth` (ImageNet for 50 and 152, which are both);
+    `plain=True` drops the shortcuts. Other arguments as `create`.
+    """
 
 
 _DOC = """{title} ({ref}).
@@ -198,7 +246,8 @@ _DOC = """{title} ({ref}).
     initialization).
     {weights}
     Input: RGB (B, {size}, {size}, 3) by default ((B, 3, {size}, {size}) under channels_first),
-    at least {min_size}x{min_size}.
+    at least {min_size}x{min_size}. RGB weights also load into 1- or 4-channel inputs, the first
+    conv adapted by timm's rule (`keras_resnet.weights.adapt_input_conv`).
     """
 _CAFFE = ('weights="imagenet": keras.applications\' file (He et al.\'s Caffe model). Inputs need '
           '`preprocess_input(x, mode="caffe")`: RGB->BGR and ImageNet mean subtraction.')
@@ -209,18 +258,8 @@ def _named(arch_name, title, ref, weights_doc="weights=None: random He-normal in
     """The public function of row `arch_name`: keras.applications' signature, in its positional
     order, with the row's own defaults; our extras keyword-only."""
     arch = ARCHS[arch_name]
-
-    def fn(include_top=True, weights=arch.weights, input_tensor=None, input_shape=None,
-           pooling=None, classes=1000, classifier_activation="softmax", name=arch_name, *,
-           include_preprocessing=False, variant=None, shortcut=arch.shortcut,
-           synchronized_bn=False, bn_momentum=0.99, zero_init_residual=False):
-        return create(arch, include_top=include_top, weights=weights, input_tensor=input_tensor,
-                      input_shape=input_shape, pooling=pooling, classes=classes,
-                      classifier_activation=classifier_activation, name=name,
-                      include_preprocessing=include_preprocessing, variant=variant,
-                      shortcut=shortcut, synchronized_bn=synchronized_bn, bn_momentum=bn_momentum,
-                      zero_init_residual=zero_init_residual)
-
+    signature = model_signature(weights=arch.weights, name=arch_name, shortcut=arch.shortcut)
+    fn = with_signature(signature, functools.partial(create, arch))
     fn.__name__ = fn.__qualname__ = title
     fn.__doc__ = _DOC.format(title=title, ref=ref, weights=weights_doc, size=arch.default_size,
                              min_size=32 if arch.stem == "imagenet" else 8)
