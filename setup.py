@@ -9,11 +9,14 @@ TRAIN = [
     "absl-py",
     "matplotlib",
 ]
+# ONNX export and ONNX Runtime (export.onnx_format, export.evaluate). tf2onnx 1.16 pinned
+# protobuf~=3.20, which TF 2.21 (protobuf>=6.31) cannot share; 1.17 works with protobuf 7.
+ONNX = ["onnxruntime>=1.20", "tf2onnx>=1.17", "onnx>=1.17"]
 EXPORT = TRAIN + [
     "tensorflow-model-optimization>=0.8.1,<0.9",
     "tf_keras>=2.21,<2.22",
     "ai-edge-litert>=2.3",
-]
+] + ONNX
 
 setup(
     name="keras-resnet",
@@ -39,6 +42,7 @@ setup(
         "test": EXPORT + ["pytest>=8", "pytest-timeout", "nbclient", "nbformat", "ipykernel",
                           "jax", "pillow"],
         "torch": ["torch==2.14.1", "torchvision==0.29.1", "timm==1.0.31"],
-        "bench": ["onnxruntime", "tf2onnx"],
+        "onnx": ONNX,
+        "bench": ONNX,
     },
 )
