@@ -2,7 +2,8 @@
 
 MODEL is a `.tflite` file or a SavedModel directory written by `python -m export`. A .tflite
 needs nothing beside it: like a phone app, this reads the class names and input size from the
-file's own TFLite Metadata, resizes each image to that size and feeds it (uint8 RGB frames; a
+file's own TFLite Metadata, decodes each image upright (EXIF orientation applied, as a phone's
+camera frame is), resizes it to that size and feeds it (uint8 RGB frames; a
 file exported with --noframes, batched input, gets the evaluation view of the metadata.json
 beside it). A
 SavedModel reads its labels from assets/labels.txt and resizes inside its signature.
@@ -19,21 +20,20 @@ from absl import app, flags
 from export import tflite_metadata
 from export.formats import LUMA
 from export.verify import TFLiteModel
-from train import views
+from train import folders, views
 
 flags.DEFINE_integer("top_k", 3, "Classes to print per image.")
 flags.DEFINE_integer("num_threads", 2, "TFLite interpreter threads.")
 
 
 def read_image(path, channels):
-    """uint8 (h, w, channels) from a PNG, JPEG, BMP or GIF file."""
+    """uint8 (h, w, channels) from a PNG, JPEG, BMP, GIF, WebP or TIFF file, upright as the
+    phone's camera shows it (EXIF orientation applied): the folder rules of `train.folders`,
+    so a photo is seen here as training saw it."""
     if not os.path.isfile(path):
-        raise ValueError(f"{path} is not a file: expected an image (PNG, JPEG, BMP, GIF).")
-    try:
-        return tf.io.decode_image(tf.io.read_file(path), channels=channels,
-                                  expand_animations=False).numpy()
-    except tf.errors.InvalidArgumentError as e:
-        raise ValueError(f"{path} is not an image TensorFlow can decode: {e.message}") from None
+        raise ValueError(f"{path} is not a file: expected an image (PNG, JPEG, BMP, GIF, WebP, "
+                         "TIFF).")
+    return folders.decode(path, channels).numpy()
 
 
 class Classifier:

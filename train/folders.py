@@ -173,7 +173,7 @@ def _hold_out(groups, holdout):
 def _image(root, rel, label, fact, cache_dir):
     fmt, h, w, orientation = fact[:4]
     read = (_converted_path(root, rel, fact, cache_dir) if fmt in VIA_PIL
-            else os.path.join(root, *rel.split("/")))
+            else os.path.join(root, rel))
     return Image(rel, label, fmt, h, w, orientation if fmt == "jpeg" else 1, read)
 
 
@@ -260,7 +260,7 @@ def _check_all(root, files, cache_dir):
         logging.info("Checking %d images in %s (once: kept in %s)", len(todo), root, path)
         bar = keras.utils.Progbar(len(todo), unit_name="image") if len(todo) >= 2000 else None
         for i, (rel, stat) in enumerate(todo):
-            full = os.path.join(root, *rel.split("/"))
+            full = os.path.join(root, rel)
             fmt, h, w, orientation, reason = check(full, stat[0])
             facts[rel] = (fmt, h, w, orientation, tuple(stat), reason)
             if facts[rel][0] in VIA_PIL and not facts[rel][5]:
@@ -377,7 +377,7 @@ def _convert(root, rel, fact, cache_dir):
     its size, or with the reason it does not decode."""
     out = _converted_path(root, rel, fact, cache_dir)
     try:
-        pixels = pil_read(os.path.join(root, *rel.split("/")))
+        pixels = pil_read(os.path.join(root, rel))
     except Exception as e:  # noqa: BLE001  PIL raises many kinds for a broken file
         return (fact[0], 0, 0, 1, fact[4], f"does not decode ({fact[0]}: {e})")
     os.makedirs(os.path.dirname(out), exist_ok=True)
@@ -406,14 +406,17 @@ def pil_read(path: str) -> np.ndarray:
 
 def orient(image, orientation):
     """The upright image of one stored with EXIF `orientation` (1..8), as PIL's
-    `ImageOps.exif_transpose` makes it. image: (h, w, C)."""
-    t = lambda x: tf.transpose(x, [1, 0, 2])  # noqa: E731
-    branches = [lambda: image, lambda: image, lambda: image[:, ::-1],
-                lambda: image[::-1, ::-1], lambda: image[::-1], lambda: t(image),
-                lambda: t(image)[:, ::-1], lambda: t(image)[::-1, ::-1], lambda: t(image)[::-1]]
-    out = tf.switch_case(tf.cast(orientation, tf.int32), branches, default=lambda: image)
-    out.set_shape([None, None, image.shape[-1]])
-    return out
+    `ImageOps.exif_transpose` makes it: transpose for 5-8, then reverse the rows for 3, 4, 7, 8
+    and the columns for 2, 3, 6, 7 (no control flow: one graph for every file). image: (h, w, C).
+    """
+    o, channels = tf.cast(orientation, tf.int32), image.shape[-1]
+    transposed = (o >= 5) & (o <= 8)
+    image = tf.transpose(image, tf.where(transposed, [1, 0, 2], [0, 1, 2]))
+    rows = tf.reduce_any(tf.equal(o, [3, 4, 7, 8]))
+    cols = tf.reduce_any(tf.equal(o, [2, 3, 6, 7]))
+    image = tf.reverse(image, tf.boolean_mask([0, 1], tf.stack([rows, cols])))
+    image.set_shape([None, None, channels])
+    return image
 
 
 def _tf_decode(data, channels=3):
