@@ -4,8 +4,10 @@ A kernel trained on I input channels (3 for RGB) serves a model that takes C cha
 
 - C = 1: the sum of the I kernels. A gray image g then gives exactly what the RGB net gave for
   the image (g, g, g).
-- C > 1: the I kernels repeated to C channels (R, G, B, R, ... for RGB) and scaled by I / C, so
-  that an image whose C channels are equal gives the response of its I equal channels.
+- C > 1: the I kernels repeated to C channels (R, G, B, R, ... for RGB) and scaled by I / C,
+  which keeps their total: an image whose C channels are equal gives the RGB net's response to
+  (g, g, g) exactly when C is a multiple of I (6 channels), and on average otherwise (with 4,
+  R's kernel counts twice).
 
 This is `timm.models.adapt_input_conv(C, weight, base_chans=I)` (timm's default I = 3), on Keras
 kernels (kh, kw, in, out) or torch weights (out, in, kh, kw) alike through `axis`.
