@@ -31,7 +31,8 @@ PRECISIONS = ("off", "auto", "float32", "mixed_float16", "mixed_bfloat16")
 XLA = ("off", "on", "auto")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 SHORTCUTS = ("default", "A", "B", "C")
-WEIGHTS_NORMALIZATIONS = ("auto", "caffe", "tf", "torch", "none")
+# 'auto' and keras_resnet.weights.transfer.NORMALIZATION_MODES (a literal: no Keras imported here)
+WEIGHTS_NORMALIZATIONS = ("auto", "caffe", "imagenet", "tf", "torch")
 BAD_IMAGES = ("skip", "fail")
 
 
@@ -69,7 +70,7 @@ class Recipe:
     registry tag of the model ('imagenet', 'tv_in1k' ...) or a file (`.weights.h5`, `.h5`,
     `.safetensors`, `.pth`, a run's `model.keras`); `weights_normalization` 'auto' (the weight
     set's own: registry, the `.keras` model's layer, the converter's JSON sidecar) or a mode
-    ('caffe', 'tf', 'torch', 'none': raw pixels) for a bare file; `crop_fraction` the
+    ('caffe', 'imagenet' = 'torch', 'tf') for a bare file; `crop_fraction` the
     evaluation view's centre crop (None: the weight set's). Phases: `head_steps` (or
     `head_epochs`) first steps train the classifier alone at `head_lr` (0: `lr`; constant),
     backbone frozen and BatchNorm in inference mode; the rest trains the whole net on the lr
@@ -347,7 +348,8 @@ def _validate_transfer(r: Recipe) -> None:
            f"net phase, got {r.lr_schedule!r}.")
     _check(r.crop_fraction is None or 0 < r.crop_fraction <= 1,
            f"recipe field crop_fraction must be None or in (0, 1], got {r.crop_fraction!r}.")
-    _check(0 <= r.holdout < 1, f"recipe field holdout must be in [0, 1), got {r.holdout!r}.")
+    _check(0 < r.holdout < 1, f"recipe field holdout must be in (0, 1), got {r.holdout!r}: the "
+           "fraction of each class held out when a folder tree has no test split, e.g. 0.2.")
 
 
 # ------------------------------------------------------------------ coercion from strings

@@ -4,7 +4,7 @@ A `View` is data (it is written into metadata and reports); `apply` is the one f
 implements it. Training's evaluation, export's verification, the SavedModel's serving function
 and the TFLite metadata all use the same `View`, so they cannot drift apart.
 
-    view = views.for_dataset(info, image_size=None, augment="cifar")
+    view = views.for_recipe(info, recipe)        # the run's view (for_dataset or the weights')
     x = views.apply(images_uint8, view)          # float32 (B, H, W, C) in [0, 255]
 
 Steps, on uint8 images (h, w, C) or batches (B, h, w, C):
@@ -66,15 +66,50 @@ class View:
         return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
 
 
+CROP_AUGMENTATIONS = ("imagenet", "random_resized_crop")  # trained on crops: evaluated on one
+DEFAULT_CROP_FRACTION = 224 / 256  # ResNet's 256 -> 224 (sec. 3.4), torchvision's default
+
+
+def for_recipe(info, recipe) -> View:
+    """The one view of a run: training's evaluation, export's verification, the SavedModel
+    and the TFLite metadata all take it from here.
+
+    weights='none': `for_dataset(info, recipe.image_size, recipe.augment)`, its centre crop
+    (crop-trained augmentations) by `recipe.crop_fraction` when one is set. Pretrained weights
+    (`train.model.pretrained_weights`): the weight set's input size unless `recipe.image_size`
+    (224 when the set does not say), resized and centre-cropped by `recipe.crop_fraction`, else
+    the set's, else 224/256, at the dataset's channels.
+    """
+    if recipe.weights == "none":
+        view = for_dataset(info, recipe.image_size, recipe.augment)
+        if recipe.crop_fraction and view.resize == "center_crop":
+            view = _center_crop(view.height, view.width, view.channels, recipe.crop_fraction)
+        return view
+    from train import model as model_lib  # keras_resnet: only runs with weights need it
+
+    pretrained = model_lib.pretrained_weights(recipe)
+    size = recipe.image_size or pretrained.input_size or 224
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    crop = recipe.crop_fraction or pretrained.crop_fraction or DEFAULT_CROP_FRACTION
+    return _center_crop(h, w, info.image_shape[2], crop)
+
+
+def _center_crop(h, w, channels, crop_fraction) -> View:
+    """Resize the shorter side to min(h, w) / crop_fraction, then the central (h, w)."""
+    return View(h, w, channels, "center_crop",
+                resize_shorter=max(min(h, w), round(min(h, w) / crop_fraction)))
+
+
 def for_dataset(info, image_size=None, augment: str = "cifar") -> View:
-    """The view of a recipe: dataset `info` (a `train.data.DatasetInfo`), the recipe's
-    `image_size` (None, int or (h, w)) and `augment` ('imagenet' evaluates on a center crop).
+    """The view of a recipe without pretrained weights: dataset `info` (a
+    `train.data.DatasetInfo`), the recipe's `image_size` (None, int or (h, w)) and `augment`
+    ('imagenet' and 'random_resized_crop' evaluate on a center crop).
 
     None keeps a fixed-size dataset's own size plus its padding; images of varying size need
     an `image_size` (--image_size=N on the command line).
     """
     h, w, c = info.image_shape
-    crop = augment == "imagenet" or info.crop_view
+    crop = augment in CROP_AUGMENTATIONS or info.crop_view
     if image_size is None:
         if h is not None and w is not None and not crop:
             return View(h + 2 * info.pad, w + 2 * info.pad, c, "stretch", info.pad)
