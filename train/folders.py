@@ -17,9 +17,11 @@ at any depth. Classes: the sorted union over the splits of the folders holding a
 The check reads headers and each file's end (JPEG EOI, PNG IEND, GIF trailer, BMP size); only a
 file failing that gets TensorFlow's full decode as the arbiter. Measured on a 12 MP JPEG: full
 decode 58 ms, PIL's 1/8 draft decode 28 ms, header + end 0.006 ms; TensorFlow rejects a JPEG
-cut in half, which the end check finds. Outcomes are kept in a manifest keyed by path, size and
-mtime in the Keras cache dir (`manifest_path`; not in the user's tree, which may be read-only
-or shared), so an unchanged tree is not read again. Examples come in one fixed shuffled order.
+cut in half, which the end check finds. Damage inside the data of a file whose ends are intact
+passes the check; the pipeline drops such an image with a logged warning (`dataset`), never
+stopping a run. Outcomes are kept in a manifest keyed by path, size and mtime in the Keras
+cache dir (`manifest_path`; not in the user's tree, which may be read-only or shared), so an
+unchanged tree is not read again. Examples come in one fixed shuffled order (`order_key`).
 """
 
 import dataclasses
@@ -286,10 +288,13 @@ def check(path: str, size: int | None = None) -> tuple:
     size = os.path.getsize(path) if size is None else size
     if size == 0:
         return "", 0, 0, 1, "empty file (0 bytes)"
-    with open(path, "rb") as f:
-        head = f.read(128 * 1024)
-        f.seek(-min(size, 16), os.SEEK_END)
-        tail = f.read()
+    try:
+        with open(path, "rb") as f:
+            head = f.read(128 * 1024)
+            f.seek(-min(size, 16), os.SEEK_END)
+            tail = f.read()
+    except OSError as e:
+        return "", 0, 0, 1, f"cannot be read ({e.strerror})"
     fmt, hw, orientation = _sniff(head)
     if fmt is None:
         kind = "HEIC/HEIF, not supported: convert to JPEG" if head[4:12] in (
@@ -445,7 +450,9 @@ def dataset(images) -> tf.data.Dataset:
     def read(path, label, orientation):
         return orient(_tf_decode(tf.io.read_file(path)), orientation), label
 
-    return ds.map(read, num_parallel_calls=tf.data.AUTOTUNE)
+    # Damage the check cannot see (inside the compressed data of a file whose ends are intact)
+    # drops that image with a logged warning instead of stopping a run that has started.
+    return ds.map(read, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors(log_warning=True)
 
 
 # ------------------------------------------------------------------- splits and order

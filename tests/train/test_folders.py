@@ -105,6 +105,16 @@ def test_broken_images_are_found_before_the_first_step_and_listed(tmp_path):
     assert [left.path for left in info.folder.ignored] == ["train/class5/photo.heic"]
     # the training stream reads every remaining image without an error, through the pipeline
     assert len(read_all(ds)) == info.num_examples
+    # damage inside the data of a file whose ends are intact: the check passes it (it reads
+    # headers and ends), and the stream drops it with a warning instead of stopping
+    damaged = root / "train/class7/damaged.png"
+    Image.fromarray(fashion(1)[7][0]).save(damaged)
+    raw = bytearray(damaged.read_bytes())
+    raw[60:100] = b"x" * 40  # inside IDAT: zlib data and CRC no longer match
+    damaged.write_bytes(bytes(raw))
+    more, more_info = data.load(f"folder:{root}", "train")
+    assert more_info.num_examples == info.num_examples + 1
+    assert len(read_all(more)) == info.num_examples
     batches = pipeline.batches(ds, info, training=True, batch_size=32, shuffle_buffer=200)
     for x, _ in batches.take(6):  # more than one epoch
         assert x.shape == (32, 28, 28, 3)
@@ -145,7 +155,9 @@ def test_a_tree_without_a_test_split_gets_a_stratified_deterministic_one(tmp_pat
     assert sorted(listed) == sorted(test_paths)
     other = folders.scan(str(root), holdout=0.5)
     assert len(other.splits["test"]) == 2 * 10 + 2 * 11 - 2  # round-half-even of 10.5 is 10
-    assert "split made" in data.describe(f"folder:{root}")
+    text = data.describe(f"folder:{root}")
+    assert "split made" in text and "16 images" in text
+    assert "warning: class 'class1' has only 4 images in split 'test'" in text
 
 
 @pytest.mark.parametrize("mode,ext", [("RGBA", "png"), ("P", "gif"), ("I;16", "png"),
