@@ -2,7 +2,8 @@
 
     run_dir/
         recipe.json    the resolved recipe; a re-run must ask for the same one (or none)
-        checkpoints/   ckpt-<step>: model, optimizer, data iterator, step (tf.train.CheckpointManager)
+        checkpoints/   ckpt-<step>: model, optimizer, data iterator, step
+                       (tf.train.CheckpointManager)
         logs/          TensorBoard events
         metrics.csv    step, lr, train and eval loss/accuracy, images/s, elapsed time
         model.keras    the final model (raw pixels in: the normalization is inside)
@@ -189,6 +190,19 @@ class RunDir:
             return None
         with open(self.recipe) as f:
             return f.read()
+
+    def read_recipe(self):
+        """The run's recipe as its own type (`train.recipes.Recipe`), or None without
+        recipe.json; ValueError naming the file when it holds no recipe this version reads."""
+        from train import recipes  # here: this module imports no TensorFlow
+
+        text = self.read_recipe_json()
+        if text is None:
+            return None
+        try:
+            return recipes.Recipe.from_json(text)
+        except ValueError as e:
+            raise ValueError(f"{self.recipe} is not a recipe this version reads: {e}") from None
 
     def save_recipe(self, recipe_json: str) -> None:
         """Writes recipe.json once the run has started (its model and data exist), so a run
