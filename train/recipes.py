@@ -486,8 +486,8 @@ quickstart's optimizer (Nesterov, linear warm-up and decay, label smoothing 0.1,
 
 FINETUNE = Recipe(
     name="finetune", model="resnet18", dataset="folder:photos", weights="imagenet",
-    augment="random_resized_crop", batch_size=32, epochs=8.0, head_epochs=2.0, head_lr=0.1,
-    lr=0.01, lr_base_batch=256, lr_schedule="cosine", lr_boundaries=(), warmup_epochs=1.0,
+    augment="random_resized_crop", batch_size=32, epochs=8.0, head_epochs=2.0, head_lr=0.5,
+    lr=0.05, lr_base_batch=256, lr_schedule="cosine", lr_boundaries=(), warmup_epochs=1.0,
     warmup="linear", warmup_lr=0.0, nesterov=True, label_smoothing=0.1, weight_decay=1e-4,
     freeze_bn=True, eval_every=0, checkpoint_every=200, log_every=20,
 )
@@ -496,9 +496,11 @@ FINETUNE = Recipe(
   training view a random-resized crop (8-100% of the area) and flip, evaluation a resize and
   centre crop by the weight set's crop fraction (torchvision, timm).
 - Phases (Keras' transfer-learning guide; Model Maker trains the head alone by default): 2
-  epochs of the new classifier alone (backbone frozen, BatchNorm in inference mode) at lr 0.1
-  per 256 images, then the whole net at a tenth of it, 0.01 per 256 (Nesterov SGD, momentum
-  0.9), with BatchNorm frozen (`freeze_bn`: small batches' statistics would wreck the
+  epochs of the new classifier alone (backbone frozen, BatchNorm in inference mode) at lr 0.5
+  per 256 images, then the whole net at a tenth of it, 0.05 per 256 (Nesterov SGD, momentum
+  0.9; Kornblith et al. 2019 searched 0.001-0.1 per 256 for whole-net fine-tuning; in
+  tests/train/test_finetune.py a tenth and four times these did no better), with BatchNorm
+  frozen (`freeze_bn`: small batches' statistics would wreck the
   pretrained ones; torchvision's FrozenBatchNorm2d), 1 epoch of linear warm-up, cosine to 0.
 - Label smoothing 0.1, weight decay 1e-4 on kernels (Model Maker's defaults: 0.1 and L2 1e-4).
 - Length 8 epochs of the user's data (Model Maker: 10; fine-tuning converges in a few):

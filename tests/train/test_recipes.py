@@ -3,6 +3,7 @@ optimizer applies them), scaling, overrides from flag strings, JSON round trips.
 
 import json
 import os
+import re
 
 import keras
 import numpy as np
@@ -176,3 +177,106 @@ def test_recipes_import_without_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# ------------------------------------------------------------ transfer, phases and epochs
+
+
+def test_old_recipe_json_loads_with_the_new_fields_at_their_defaults():
+    """recipe.json files written before weights/phases/epochs existed (the shipped
+    results/time-to-accuracy runs) load, equal today's recipe, and resolve to themselves."""
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    path = os.path.join(repo, "results", "time-to-accuracy", "quickstart-seed2", "recipe.json")
+    with open(path) as f:
+        saved = json.load(f)
+    assert "weights" not in saved and "epochs" not in saved
+    r = recipes.Recipe.from_dict(saved)
+    assert r == recipes.QUICKSTART.replace(seed=2)
+    assert (r.weights, r.epochs, r.head_steps, r.freeze_bn, r.phase_boundaries) == (
+        "none", 0.0, 0, False, ())
+    assert r.resolved(60_000) is r
+
+
+def test_existing_recipes_schedules_are_unchanged_by_the_phase_machinery():
+    """No recipe but finetune has a phase; their schedules are the plain classes, as before."""
+    for recipe in recipes.RECIPES.values():
+        if recipe.name != "finetune":
+            assert recipe.phase_boundaries == () and not recipe.freeze_bn, recipe.name
+            assert recipe.weights == "none" and recipe.epochs == 0, recipe.name
+            assert not isinstance(schedules.learning_rate(recipe), schedules.HeadThen)
+
+
+@pytest.mark.parametrize("images,steps,head,warmup", [
+    (500, 125, 32, 16),          # 15.625 batches of 32 an epoch: 8, 2 and 1 epochs, rounded up
+    (50_000, 12_500, 3_125, 1_563),
+    (4_000, 1_000, 250, 125),
+    (10, 3, 1, 1),               # 0.3125 batches an epoch: 2.5, 0.625, 0.3125 rounded up
+])
+def test_finetune_epochs_resolve_to_steps(images, steps, head, warmup):
+    plan = recipes.FINETUNE.resolved(images)
+    assert (plan.total_steps, plan.head_iterations, plan.warmup_iterations) == (steps, head, warmup)
+    assert plan.phase_boundaries == (head,) and plan.epochs == 0 and plan.resolved(1) is plan
+    assert recipes.FINETUNE.phase_boundaries == ()  # unresolved: the boundary needs the data
+
+
+def test_finetune_learning_rate_by_phase():
+    """Head phase at head_lr (linearly scaled: 0.5 * 32 / 256), then the whole net's warm-up
+    from 0 and cosine decay to 0, both counted from the phase boundary; also as the optimizer
+    applies it, and serialized."""
+    plan = recipes.FINETUNE.resolved(500)  # 125 steps, head 32, warm-up 16
+    schedule = schedules.learning_rate(plan)
+    head, peak = 0.5 * 32 / 256, 0.05 * 32 / 256
+    whole = 125 - 32
+    t = (100 - 32 - 16) / (whole - 16)
+    np.testing.assert_allclose(
+        lr_at(schedule, 0, 31, 32, 40, 48, 100, 125),
+        [head, head, 0.0, peak / 2, peak, peak * (1 + np.cos(np.pi * t)) / 2, 0.0], atol=1e-7)
+    clone = keras.optimizers.schedules.deserialize(
+        json.loads(json.dumps(keras.optimizers.schedules.serialize(schedule))))
+    np.testing.assert_allclose(lr_at(clone, 0, 32, 40, 100), lr_at(schedule, 0, 32, 40, 100))
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"head_epochs": 1.0, "head_steps": 5}, "both set the same length"),
+    ({"epochs": 2.0, "head_epochs": 2.0}, "head_epochs (2.0) must be shorter"),
+    ({"epochs": 0.0, "head_epochs": 1.0}, "need a length in epochs"),
+    ({"epochs": 4.0, "lr_schedule": "piecewise", "lr_boundaries": (10,)}, "count steps"),
+    ({"lr_schedule": "plateau", "warmup_epochs": 0.0}, "head-only phase needs lr_schedule"),
+    ({"weights_normalization": "bgr"}, "weights_normalization='bgr' is not one of"),
+    ({"bad_images": "ignore"}, "bad_images='ignore' is not one of"),
+    ({"holdout": 0.0}, "holdout must be in (0, 1)"),
+    ({"crop_fraction": 1.5}, "crop_fraction must be None or in (0, 1]"),
+    ({"epochs": "-1"}, "epochs must be >= 0"),
+    ({"weights": ""}, "weights must be a non-empty string"),
+])
+def test_bad_transfer_fields_raise(overrides, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        recipes.resolve("finetune", **overrides)
+
+
+def test_step_based_head_phase_must_end_before_the_run():
+    r = recipes.resolve("finetune", epochs=0, head_epochs=0, warmup_epochs=0, steps=100,
+                        head_steps=30, warmup_steps=10)
+    assert (r.phase_boundaries, r.total_steps, r.resolved(10) is r) == ((30,), 100, True)
+    with pytest.raises(ValueError, match="head-only phase .100 steps. must end"):
+        r.replace(head_steps=100)
+    with pytest.raises(ValueError, match=r"after 30 head-only steps\) must be longer"):
+        r.replace(warmup_steps=70)
+
+
+def test_transfer_fields_from_flag_strings():
+    r = recipes.resolve("finetune", weights="/data/model.keras", weights_normalization="torch",
+                        crop_fraction="0.95", epochs="3", head_epochs="0.5", freeze_bn="no",
+                        holdout="0.25", bad_images="fail", head_lr="1")
+    assert (r.weights, r.weights_normalization, r.crop_fraction) == (
+        "/data/model.keras", "torch", 0.95)
+    assert (r.epochs, r.head_epochs, r.freeze_bn, r.holdout, r.bad_images, r.head_lr) == (
+        3.0, 0.5, False, 0.25, "fail", 1.0)
+    assert recipes.resolve("finetune", crop_fraction="none").crop_fraction is None
+    assert recipes.Recipe.from_json(r.to_json()) == r
+
+
+def test_weights_normalization_names_are_the_transfer_modules():
+    from keras_resnet.weights import transfer
+
+    assert set(recipes.WEIGHTS_NORMALIZATIONS) == {"auto", *transfer.NORMALIZATION_MODES}
