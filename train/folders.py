@@ -1,8 +1,9 @@
 """Class-per-folder image trees as users have them: the one set of rules every reader uses.
 
-Layout: `root/<split>/<class>/...` when a top folder is named train, test, val or validation
-(every top folder is then a split), else `root/<class>/...`; images below a class folder count
-at any depth. Classes: the sorted union over the splits of the folders holding a usable image.
+Layout: `root/<split>/<class>/...` when a top folder named train, test, val or validation holds
+class folders (every top folder is then a split), else `root/<class>/...`; images below a
+class folder count at any depth. Classes: the sorted union over the splits of the folders
+holding a usable image.
 - Ignored and counted (`Tree.ignored`): `__MACOSX/`, `._*`, `.DS_Store`, `Thumbs.db`,
   `desktop.ini`, any hidden file or folder (`.ipynb_checkpoints/`), non-image files, images
   outside a class folder.
@@ -115,7 +116,7 @@ def scan(root: str, *, holdout: float | None = None, bad_images: str = "skip",
                          "folder:/path/to/root with root/<class>/<images> or "
                          "root/<split>/<class>/<images>.")
     found, ignored = _walk(root)
-    layout_split = any(p[0].lower() in SPLIT_NAMES for p, _ in found)
+    layout_split = any(len(p) > 2 and p[0].lower() in SPLIT_NAMES for p, _ in found)
     depth = 3 if layout_split else 2
     ignored += [Left(rel, "not in a class folder") for p, (rel, _) in found if len(p) < depth]
     found = [(p, s) for p, s in found if len(p) >= depth]
@@ -447,6 +448,7 @@ def dataset(images) -> tf.data.Dataset:
         [im.read for im in images], tf.constant([im.label for im in images], tf.int64),
         tf.constant([im.orientation for im in images], tf.int32)))
 
+    @tf.autograph.experimental.do_not_convert  # no Python control flow: no source re-read
     def read(path, label, orientation):
         return orient(_tf_decode(tf.io.read_file(path)), orientation), label
 
