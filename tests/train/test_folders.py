@@ -238,3 +238,14 @@ def test_the_manifest_makes_a_second_scan_read_no_image(tmp_path, keras_cache):
     third = folders.scan(str(root))
     assert (third.checked, third.cached) == (1, 69)
     assert [s.path for s in third.skipped] == [str(paths[3].relative_to(root))]
+
+
+def test_a_class_named_train_among_class_folders_stays_a_class(tmp_path):
+    root = tmp_path / "vehicles"  # ROOT/<class>/*: 'train' holds images, not class folders
+    for k, name in enumerate(("bus", "train", "tram")):
+        (root / name).mkdir(parents=True)
+        for i, image in enumerate(fashion(5)[k]):
+            Image.fromarray(image).save(root / name / f"{i}.png")
+    tree = folders.scan(str(root))
+    assert tree.class_names == ("bus", "train", "tram") and tree.split_made
+    assert [len(tree.splits[s]) for s in ("train", "test")] == [12, 3] and tree.ignored == ()
