@@ -6,6 +6,7 @@ refused with both label lists; the pictures are written."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -58,7 +59,7 @@ def _resnet8(view, mean, classes):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def folder_export(tmp_path_factory):
     """(folder, run dir, export dir, export report) of a ResNet-8 fitted on a stripes folder and
     exported as SavedModel, float32 and int8 .tflite and ONNX."""
     import keras
@@ -109,11 +110,11 @@ def _files(out, rows):
 
 
 @pytest.fixture(scope="module")
-def evaluated(exported, tmp_path_factory):
+def evaluated(folder_export, tmp_path_factory):
     """evaluate() of every exported file and the .keras model on export's own images."""
     from export.evaluate import evaluate
 
-    root, run, out, _, rows = exported
+    root, run, out, _, rows = folder_export
     report_dir = tmp_path_factory.mktemp("report")
     report = evaluate([*_files(out, rows), str(run / "model.keras")], f"folder:{root}",
                       max_images=EVAL_IMAGES, reference=str(run / "model.keras"),
@@ -121,8 +122,8 @@ def evaluated(exported, tmp_path_factory):
     return report_dir, report, {row["format"]: row for row in report["files"]}
 
 
-def test_evaluate_reproduces_the_exports_own_verification(exported, evaluated):
-    _, _, _, export_report, rows = exported
+def test_evaluate_reproduces_the_exports_own_verification(folder_export, evaluated):
+    _, _, _, export_report, rows = folder_export
     _, report, found = evaluated
     assert report["images"] == EVAL_IMAGES == export_report["eval_images"]
     assert export_report["keras_accuracy"] > 0.5  # learnt something: chance is 1/3
@@ -165,14 +166,14 @@ def _pil_images(root, split="test"):
     return images, np.array(labels)
 
 
-def test_a_folder_of_other_photos_of_mixed_sizes(exported, tmp_path):
+def test_a_folder_of_other_photos_of_mixed_sizes(folder_export, tmp_path):
     """Another run's photos (other seed, three sizes, every 3rd gray): each file resizes them by
     its own contract; the SavedModel's accuracy is its signature's on PIL-decoded files."""
     import tensorflow as tf
 
     from export.evaluate import evaluate
 
-    _, _, out, _, rows = exported
+    _, _, out, _, rows = folder_export
     other = _tree(tmp_path / "field", per_class=(2, 12), sizes=((24, 24), (40, 48), (32, 32)),
                   gray_every=3, seed=7)
     report = evaluate(_files(out, rows), f"folder:{other}", reference=str(out / "saved_model"),
@@ -189,12 +190,40 @@ def test_a_folder_of_other_photos_of_mixed_sizes(exported, tmp_path):
     for fmt in ("float32", "onnx"):
         assert found[rows[fmt]["file"]]["agreement"] == 1.0, fmt
     assert found[rows["int8"]["file"]]["agreement"] >= 0.9
+    alone = tmp_path / "alone"  # the files alone, without the export's folder around them
+    alone.mkdir()
+    for fmt in ("float32", "onnx"):
+        shutil.copy(out / rows[fmt]["file"], alone / rows[fmt]["file"])
+    again = evaluate([str(alone / rows[fmt]["file"]) for fmt in ("float32", "onnx")],
+                     f"folder:{other}", threads=(1,), latency_runs=2)
+    for row in again["files"]:
+        assert row["accuracy"] == found[row["format"]]["accuracy"], row["format"]
 
 
-def test_a_dataset_of_other_classes_is_refused_with_both_label_lists(exported, tmp_path):
+@pytest.mark.slow
+def test_a_tflite_file_with_the_models_own_input(folder_export, tmp_path):
+    """--noframes: the file takes float32 model inputs; evaluate applies the view of the
+    metadata.json beside it, and without it says so."""
+    import export
     from export.evaluate import evaluate
 
-    _, run, out, _, rows = exported
+    root, run, _, _, _ = folder_export
+    out = tmp_path / "noframes"
+    report = export.export(str(run), str(out), export.ExportSpec(
+        formats=("float32",), frames=False, eval_images=EVAL_IMAGES, latency_runs=2))
+    (row,) = evaluate(str(out / "model_float32.tflite"), f"folder:{root}",
+                      max_images=EVAL_IMAGES, threads=(1,), latency_runs=2)["files"]
+    assert row["accuracy"] == pytest.approx(report["formats"][0]["accuracy"], abs=1e-12)
+    assert row["input_dtype"].startswith("float32 model input")
+    os.remove(out / "metadata.json")
+    with pytest.raises(ValueError, match="keep the metadata.json written beside it"):
+        evaluate(str(out / "model_float32.tflite"), f"folder:{root}", max_images=5)
+
+
+def test_a_dataset_of_other_classes_is_refused_with_both_label_lists(folder_export, tmp_path):
+    from export.evaluate import evaluate
+
+    _, run, out, _, rows = folder_export
     other = _tree(tmp_path / "animals", classes=("birds", "cats", "dogs"), per_class=(1, 2))
     keras_file = str(run / "model.keras")
     with pytest.raises(ValueError, match="holds no class names .* pass --labels=FILE"):
@@ -207,8 +236,8 @@ def test_a_dataset_of_other_classes_is_refused_with_both_label_lists(exported, t
         assert str(list(CLASSES)) in message and "['birds', 'cats', 'dogs']" in message, path
 
 
-def test_cli_prints_the_table_quietly(exported, tmp_path):
-    root, _, out, _, rows = exported
+def test_cli_prints_the_table_quietly(folder_export, tmp_path):
+    root, _, out, _, rows = folder_export
     env = {**os.environ, "PYTHONPATH": REPO}
     proc = subprocess.run(
         [sys.executable, "-m", "export.evaluate", str(out / rows["int8"]["file"]),
@@ -221,12 +250,40 @@ def test_cli_prints_the_table_quietly(exported, tmp_path):
     assert "oneDNN" not in proc.stderr and "XNNPACK" not in proc.stderr, proc.stderr
 
 
-def test_a_path_that_is_no_model(exported, tmp_path):
+def test_a_path_that_is_no_model(folder_export, tmp_path):
     from export.evaluate import runners
 
-    root, _, out, _, _ = exported
+    root, _, out, _, _ = folder_export
     with pytest.raises(ValueError, match="nothing.tflite does not exist"):
         runners.open_file(out / "nothing.tflite")
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(ValueError, match="not a file evaluate knows"):
         runners.open_file(tmp_path / "notes.txt")
+
+
+def test_every_format_of_the_fashion_export_reproduces_its_verification(exported, run_dir,
+                                                                        fashion_dir, keras_model,
+                                                                        held_out):
+    """The shared Fashion-MNIST export (tests/export/conftest.py, every format): each file's
+    accuracy on export's 1000 held-out images is export's own; top-5 (10 classes) is Keras'
+    top-5 counted here; the run directory is judged as its Keras model."""
+    from export.evaluate import evaluate
+    from tests.export.conftest import EVAL_IMAGES as FASHION_IMAGES
+
+    out, rows, export_report = exported
+    report = evaluate([os.path.join(out, row["file"]) for row in rows.values()] + [run_dir],
+                      "fashion_mnist", data_dir=fashion_dir, max_images=FASHION_IMAGES,
+                      reference=run_dir, threads=(1,), latency_runs=2, mediapipe="off")
+    found = {row["format"]: row for row in report["files"]}
+    for fmt, row in rows.items():
+        mine = found[row["file"]]
+        assert mine["accuracy"] == pytest.approx(row["accuracy"], abs=1e-12), fmt
+        if "reference" not in row:  # QAT and pruning compare with their own fine-tuned twin
+            assert mine["agreement"] == pytest.approx(row["agreement"], abs=1e-12), fmt
+    keras_row = found[os.path.basename(run_dir)]
+    assert keras_row["accuracy"] == pytest.approx(export_report["keras_accuracy"], abs=1e-12)
+    probabilities = keras_model.predict(held_out.eval_inputs, verbose=0)
+    top5 = np.argsort(-probabilities, -1)[:, :5]
+    expected = np.mean([label in best for label, best in zip(held_out.eval_labels, top5)])
+    assert keras_row["top5_accuracy"] == pytest.approx(expected, abs=1e-12)
+    assert keras_row["top5_accuracy"] > keras_row["accuracy"]
