@@ -8,26 +8,45 @@
 directory, verifies it (`export.verify`: LiteRT, TFLite Metadata, MediaPipe, SavedModel) and
 only then moves the files that passed into place.
 
-The names below are loaded on first use, so `python -m export` can quiet TensorFlow's start-up
-before TensorFlow is imported.
+Importing `export` does not import TensorFlow: `python -m export` sets up its process first
+(`train.console`), and TensorFlow reads its settings at its import. So the names from modules
+that use TensorFlow are loaded on first use; `__all__`, `dir(export)`, `help(export)` and the
+`TYPE_CHECKING` imports below (what editors and type checkers read) name them all.
 """
 
 import importlib
+from typing import TYPE_CHECKING
 
-_NAMES = {
+from export import spec
+from export.spec import DEFAULT_FORMATS, FILES, FORMATS, ExportSpec
+
+if TYPE_CHECKING:
+    from export import formats, verify
+    from export.exporter import export
+    from export.inputs import ExportData, load_data, load_source
+    from export.verify import TFLiteModel, VerificationError, format_table
+
+_ON_FIRST_USE = {
     "export": "export.exporter", "ExportData": "export.inputs", "load_data": "export.inputs",
-    "load_source": "export.inputs", "DEFAULT_FORMATS": "export.spec", "FILES": "export.spec",
-    "FORMATS": "export.spec", "ExportSpec": "export.spec", "TFLiteModel": "export.verify",
+    "load_source": "export.inputs", "TFLiteModel": "export.verify",
     "VerificationError": "export.verify", "format_table": "export.verify",
 }
-_MODULES = ("formats", "spec", "verify")
+_MODULES_ON_FIRST_USE = ("formats", "verify")
 
-__all__ = sorted(_NAMES) + list(_MODULES)
+__all__ = sorted(["DEFAULT_FORMATS", "FILES", "FORMATS", "ExportSpec", "spec",
+                  *_ON_FIRST_USE, *_MODULES_ON_FIRST_USE])
 
 
 def __getattr__(name):
-    if name in _NAMES:
-        return getattr(importlib.import_module(_NAMES[name]), name)
-    if name in _MODULES:
-        return importlib.import_module(f"export.{name}")
-    raise AttributeError(f"module 'export' has no attribute {name!r}")
+    if name in _ON_FIRST_USE:
+        value = getattr(importlib.import_module(_ON_FIRST_USE[name]), name)
+    elif name in _MODULES_ON_FIRST_USE:
+        value = importlib.import_module(f"export.{name}")
+    else:
+        raise AttributeError(f"module 'export' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

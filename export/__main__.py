@@ -13,14 +13,10 @@ LiteRT's native lines go to OUT/native.log.
 import os
 import sys
 
-if not any(arg.startswith(("--verbosity", "-v")) for arg in sys.argv[1:]):
-    import train  # noqa: E402
+from absl import app, flags
 
-    train.quiet_native_logs()  # before `export` imports TensorFlow
-
-from absl import app, flags, logging  # noqa: E402
-
-from export import spec as spec_lib  # noqa: E402
+from export import spec as spec_lib
+from train import console
 
 FLAGS = flags.FLAGS
 _DEFAULTS = spec_lib.ExportSpec()
@@ -72,7 +68,8 @@ def spec_from_flags():
         formats=tuple(FLAGS.formats), dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
         eval_images=FLAGS.eval_images, calibration_images=FLAGS.calibration_images,
         frames=FLAGS.frames, io_dtype=FLAGS.io_dtype, mediapipe=FLAGS.mediapipe,
-        author=FLAGS.author, license=FLAGS.license, version=FLAGS.model_version, min_agreement_float=FLAGS.min_agreement_float,
+        author=FLAGS.author, license=FLAGS.license, version=FLAGS.model_version,
+        min_agreement_float=FLAGS.min_agreement_float,
         min_agreement_int8=FLAGS.min_agreement_int8, fine_tune_steps=FLAGS.fine_tune_steps,
         fine_tune_batch_size=FLAGS.fine_tune_batch_size,
         fine_tune_learning_rate=FLAGS.fine_tune_learning_rate, augment=FLAGS.augment,
@@ -107,12 +104,9 @@ def main(argv):
         raise app.UsageError("Pass exactly one of --model=path.keras or --run_dir=DIR.")
     if not FLAGS.out:
         raise app.UsageError("--out=DIR is required.")
-    if not FLAGS["verbosity"].present:
-        import train
-
-        logging.set_verbosity(logging.WARNING)
-        train.quiet_native_logs(os.path.join(FLAGS.out, "native.log"))
-    import export
+    console.start_command_line(FLAGS.verbosity if FLAGS["verbosity"].present else None,
+                               os.path.join(FLAGS.out, "native.log"))
+    import export  # its TensorFlow modules load on first use: after the set-up
 
     try:
         report = export.export(FLAGS.model or FLAGS.run_dir, FLAGS.out, spec_from_flags())

@@ -16,9 +16,9 @@ TensorFlow's own).
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
-from train import recipes
+from train import console, recipes
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("recipe", None, f"Recipe name, one of {sorted(recipes.RECIPES)}. Default: "
@@ -61,21 +61,18 @@ def overrides_from_flags() -> dict:
     return overrides
 
 
-def quiet_logs() -> None:
-    """INFO logs off unless --verbosity was given: absl's and TFDS's (Python), TensorFlow's own
-    (C++, read when TensorFlow is imported: call this first; its lines go to
-    RUN_DIR/native.log)."""
-    if FLAGS["verbosity"].present:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if FLAGS.verbosity >= 0 else "2")
-        return
-    logging.set_verbosity(logging.WARNING)
-    import train
+def set_up_process() -> None:
+    """`train.console.start_command_line` before TensorFlow's import: oneDNN, and unless
+    --verbosity was given, INFO logs off (absl's, TFDS's, TensorFlow's own) with native lines
+    in RUN_DIR/native.log."""
     from train import rundir
 
-    train.quiet_native_logs(rundir.RunDir(FLAGS.run_dir).native_log())
-    import tensorflow_datasets as tfds
+    verbosity = FLAGS.verbosity if FLAGS["verbosity"].present else None
+    console.start_command_line(verbosity, rundir.RunDir(FLAGS.run_dir).native_log())
+    if verbosity is None:
+        import tensorflow_datasets as tfds
 
-    tfds.disable_progress_bar()
+        tfds.disable_progress_bar()
 
 
 def print_summary(summary: dict, recipe) -> None:
@@ -88,14 +85,27 @@ def print_summary(summary: dict, recipe) -> None:
           f"images ({summary['test_split']}), loss {summary['test_loss']:.4f}")
     print(f"  {summary['images_per_sec']} images/s, {summary['train_seconds']:.0f} s of training "
           f"on {summary['cpu']}")
-    print(f"  run: {summary['run_dir']} (model.keras, summary.json, curves.png)")
+    files = [f for f in ("model.keras", "summary.json", "curves.png", "confusion.png",
+                         "mistakes.png") if os.path.exists(os.path.join(summary["run_dir"], f))]
+    print(f"  run: {summary['run_dir']} ({', '.join(files)})")
+
+
+def print_data(recipe) -> None:
+    """A folder's classes x splits table before training (`train.data.describe`; nothing for
+    TFDS datasets)."""
+    from train import data, session
+
+    table = data.describe(recipe.dataset, data_dir=FLAGS.data_dir,
+                          **session.folder_options(recipe))
+    if table:
+        print(table)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    quiet_logs()
-    from train import loop  # after flag parsing: importing TensorFlow is slow
+    set_up_process()
+    from train import loop  # after the process set-up: it imports TensorFlow
 
     try:
         saved = os.path.join(FLAGS.run_dir, "recipe.json")
@@ -107,6 +117,7 @@ def main(argv):
         recipe = recipe.replace(**overrides_from_flags())
         for warning in recipe.warnings():
             print(f"warning: {warning}", file=sys.stderr)
+        print_data(recipe)
         summary = loop.train(recipe, FLAGS.run_dir, FLAGS.strategy, data_dir=FLAGS.data_dir,
                              verbose=FLAGS.verbose)
     except (ValueError, FileNotFoundError) as e:

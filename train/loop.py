@@ -2,21 +2,24 @@
 
     summary = train.loop.train(recipes.SMOKE, "runs/smoke")   # re-run to resume
 
-The loop drives `train.steps.Steps` (a custom loop: Keras 3 `fit` fails under
-MultiWorkerMirroredStrategy, keras-team/keras#20585) over `train.pipeline` batches, evaluates
-on the recipe's eval split through the one evaluation view, checkpoints model, optimizer, data
-iterator and counters every `checkpoint_every` steps into the run directory
-(`train.rundir.RunDir`), and resumes from the last checkpoint when the same command runs again:
-a run killed with SIGKILL and re-run ends bitwise equal to an uninterrupted one.
+`train` builds the run's `train.session.Session` (data, model, optimizer, compiled
+`train.steps.Steps`, checkpoints; a custom loop, as Keras 3 `fit` fails under
+MultiWorkerMirroredStrategy, keras-team/keras#20585), then trains it to the end: the
+progress bar, metrics.csv and TensorBoard every `log_every` steps, an evaluation on the
+recipe's eval split through the one evaluation view (and the plateau rule) at its interval,
+and a checkpoint of model, optimizer, data iterator and counters every `checkpoint_every`
+steps into the run directory (`train.rundir.RunDir`). Running the same command again resumes
+from the last checkpoint: a run killed with SIGKILL and re-run ends bitwise equal to an
+uninterrupted one. At the end: the test split, model.keras, curves.png, summary.json.
 """
 
 import contextlib
 import dataclasses
 import hashlib
+import json
 import os
-import shutil
-import tempfile
 import time
+from typing import NamedTuple
 
 import keras
 import numpy as np
@@ -24,15 +27,16 @@ import tensorflow as tf
 from absl import logging
 from tensorflow.core.framework import summary_pb2
 
-from train import data, pipeline, rundir, strategies, views
-from train import model as model_lib
+from train import confusion, rundir, strategies
 from train import recipes as recipes_lib
-from train.steps import Steps, make_optimizer
+from train import session as session_lib
 
 # TensorBoard's scalar plugin metadata: events are written with tf.summary.write, so training
 # does not need the tensorboard package (viewing them does).
 _SCALAR_METADATA = summary_pb2.SummaryMetadata(
     plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+# The most test images (uint8 bytes) held in memory for the error report's mistakes grid.
+_ERROR_REPORT_BYTES = 256 * 2**20
 
 
 def weights_digest(model: keras.Model) -> str:
@@ -76,95 +80,35 @@ def _dtype_policy(name: str):
         keras.config.set_dtype_policy(previous)
 
 
-@dataclasses.dataclass
-class _Session:
-    """Everything one training process holds."""
-
-    recipe: recipes_lib.Recipe
-    run: rundir.RunDir
-    strategy: object
-    settings: dict  # precision, xla, synchronized_bn, deterministic
-    info: data.DatasetInfo = None
-    view: views.View = None
-    model: keras.Model = None
-    optimizer: object = None
-    steps: Steps = None
-    iterator: object = None
-    eval_ds: object = None
-    test_ds: object = None
-    test_images: int = 0
-    counters: dict = None
-    manager: object = None
-    start_step: int = 0
+class Evaluation(NamedTuple):
+    step: int
+    loss: float
+    accuracy: float
 
 
-def _datasets(s: _Session, data_dir):
-    """The training stream, the evaluation and test batches, and the normalization mean."""
-    r = s.recipe
-    train_raw, s.info = data.load(r.dataset, r.train_split, data_dir=data_dir)
-    s.view = views.for_dataset(s.info, r.image_size, r.augment)
-    train_ex = pipeline.prepare(train_raw, s.info, s.view, r.augment)
+class _Clock:
+    """The run's wall time (carried over from earlier sessions) and the training calls' pace."""
 
-    def eval_examples(split):
-        raw, info = data.load(r.dataset, split, data_dir=data_dir)
-        return pipeline.prepare(raw, info, s.view, "none")
+    def __init__(self, elapsed_before: float):
+        self.start = time.perf_counter()
+        self.elapsed_before = elapsed_before
+        self.train_seconds, self.train_images = 0.0, 0
 
-    eval_ex = eval_examples(r.eval_split)
-    test_ex = eval_ex if r.test_split == r.eval_split else eval_examples(r.test_split)
-    s.eval_ds = pipeline.eval_batches(eval_ex, batch_size=r.batch_size)
-    s.test_ds = s.eval_ds if test_ex is eval_ex else pipeline.eval_batches(
-        test_ex, batch_size=r.batch_size)
-    s.test_images = len(test_ex)
-    train_ds = pipeline.train_batches(train_ex, batch_size=r.batch_size, augment=r.augment,
-                                      seed=r.seed, erasing=r.erasing,
-                                      shuffle_buffer=r.shuffle_buffer)
-    return train_ds, data.normalization(s.info, s.view, train_ex.images, train_ex.dataset)
+    def add_training(self, seconds: float, images: int) -> None:
+        self.train_seconds += seconds
+        self.train_images += images
 
+    @property
+    def session_seconds(self) -> float:
+        return time.perf_counter() - self.start
 
-def _worker_checkpoint_dir(s: _Session) -> str:
-    """The chief's checkpoint dir, or a private temporary one on other workers (every worker
-    must save, since saving reads distributed variables, but only the chief's is kept)."""
-    if s.run.chief:
-        return s.run.checkpoints
-    resolver = s.strategy.cluster_resolver
-    task = f"{resolver.task_type}{resolver.task_id}" if resolver else "worker"
-    return tempfile.mkdtemp(prefix=f"keras_resnet_{task}_")
+    @property
+    def total_seconds(self) -> float:
+        return self.elapsed_before + self.session_seconds
 
-
-def _setup(s: _Session, data_dir) -> None:
-    """Data, model, optimizer, steps and checkpoint; restores the last checkpoint."""
-    train_ds, mean = _datasets(s, data_dir)
-    # Seeded again after the data: a first run's TFDS preparation draws from Python's `random`,
-    # where Keras' initializers take their seed, and moved the first run's weights off later runs'.
-    keras.utils.set_random_seed(s.recipe.seed)
-    with s.strategy.scope():
-        s.model = model_lib.build_model(s.recipe, s.view, mean, s.info.num_classes,
-                                        s.settings["synchronized_bn"])
-        s.optimizer = make_optimizer(s.recipe, s.settings["precision"])
-        s.optimizer.build(s.model.trainable_variables)
-    s.counters = {
-        "step": tf.Variable(0, dtype=tf.int64, trainable=False, name="step"),
-        "elapsed": tf.Variable(0.0, dtype=tf.float64, trainable=False, name="elapsed_seconds"),
-        "best_error": tf.Variable(1.0, dtype=tf.float64, trainable=False, name="best_eval_error"),
-        "bad_evals": tf.Variable(0, dtype=tf.int64, trainable=False, name="evals_since_best"),
-    }
-    s.iterator = iter(train_ds)
-    checkpoint = tf.train.Checkpoint(model=s.model, optimizer=s.optimizer, iterator=s.iterator,
-                                     **s.counters)
-    s.run.save_recipe(s.recipe.to_json())
-    if s.run.chief:
-        os.makedirs(s.run.checkpoints, exist_ok=True)
-        s.run.remove_partial_checkpoints()
-    s.manager = tf.train.CheckpointManager(checkpoint, _worker_checkpoint_dir(s),
-                                           max_to_keep=s.recipe.keep_checkpoints,
-                                           step_counter=s.counters["step"])
-    latest = tf.train.latest_checkpoint(s.run.checkpoints)
-    if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
-        logging.info("Resumed from %s (step %d).", latest, int(s.counters["step"].numpy()))
-    s.start_step = int(s.counters["step"].numpy())
-    s.steps = Steps(s.model, s.optimizer, s.strategy, s.recipe, s.info.num_classes,
-                    jit=s.settings["xla"], step=s.counters["step"])
+    @property
+    def images_per_sec(self) -> float | None:
+        return self.train_images / self.train_seconds if self.train_seconds else None
 
 
 def _log_scalars(writer, step: int, values: dict) -> None:
@@ -175,17 +119,20 @@ def _log_scalars(writer, step: int, values: dict) -> None:
                                  metadata=_SCALAR_METADATA)
 
 
-def _next_stop(recipe, s):
-    total = recipe.total_steps
-    stops = [total] + [(s // k + 1) * k for k in (recipe.log_every, recipe.evaluation_interval,
-                                                  recipe.checkpoint_every)]
-    return min(min(stops), s + recipe.steps_per_execution)
+def _next_stop(plan, step: int) -> int:
+    """Where the training call from `step` ends: the next log, evaluation, checkpoint or phase
+    boundary, or the run's end; at most `steps_per_execution` steps on. A call never crosses
+    a phase boundary (the steps pick their phase from the step counter)."""
+    every = (plan.log_every, plan.evaluation_interval, plan.checkpoint_every)
+    stops = [plan.total_steps] + [(step // k + 1) * k for k in every]
+    stops += [b for b in plan.phase_boundaries if b > step]
+    return min(min(stops), step + plan.steps_per_execution)
 
 
-def _plateau_update(recipe, optimizer, error, counters):
+def plateau_update(recipe, optimizer, error: float, counters: session_lib.Counters) -> None:
     """Divides the learning rate by 1/lr_decay after `plateau_patience` evaluations without
     `plateau_min_delta` improvement of the evaluation error (paper sec. 3.4)."""
-    best, bad = counters["best_error"], counters["bad_evals"]
+    best, bad = counters.best_error, counters.bad_evals
     if error < float(best.numpy()) - recipe.plateau_min_delta:
         best.assign(error)
         bad.assign(0)
@@ -199,9 +146,36 @@ def _plateau_update(recipe, optimizer, error, counters):
         logging.info("Evaluation error plateaued at %.4f: learning rate now %g.", error, lr)
 
 
-def _loop(s: _Session, verbose: int) -> tuple:
-    """Trains from the restored step to the end; returns (metrics rows, timing, last eval)."""
-    r, run, total = s.recipe, s.run, s.recipe.total_steps
+def _log_training(s: session_lib.Session, writer, step: int, loss, acc, lr, clock: _Clock) -> dict:
+    """metrics.csv's and TensorBoard's training figures since the last log; resets them."""
+    ips = clock.images_per_sec
+    s.steps.reset_train_metrics()
+    _log_scalars(writer, step, {"train/loss": loss, "train/accuracy": acc,
+                                "learning_rate": lr, "train/images_per_sec": ips})
+    return dict(step=step, lr=float(f"{lr:.6g}"), train_loss=loss, train_accuracy=acc,
+                images_per_sec=round(ips, 1) if ips else None)
+
+
+def _evaluate(s: session_lib.Session, writer, step: int) -> Evaluation:
+    """Evaluates on the eval split, logs it, and applies the plateau rule when it is the
+    recipe's schedule."""
+    loss, acc = s.steps.evaluate(s.data.eval)
+    _log_scalars(writer, step, {"eval/loss": loss, "eval/accuracy": acc})
+    if s.plan.lr_schedule == "plateau":
+        plateau_update(s.plan, s.optimizer, 1.0 - acc, s.counters)
+    return Evaluation(step, loss, acc)
+
+
+class _Outcome(NamedTuple):
+    rows: list  # metrics.csv, from the first step
+    clock: _Clock
+    last_eval: Evaluation | None  # this session's last
+
+
+def _train_to_end(s: session_lib.Session, verbose: int) -> _Outcome:
+    """Trains from the restored step to the plan's end: logs, evaluates and checkpoints at
+    their intervals."""
+    plan, run, total = s.plan, s.run, s.plan.total_steps
     rows = run.read_metrics(up_to_step=s.start_step)
     run.rewrite_metrics(rows)  # drops rows written after the checkpoint we resume from
     if run.chief:
@@ -212,80 +186,106 @@ def _loop(s: _Session, verbose: int) -> tuple:
                                   verbose=1 if (verbose and run.chief) else 0)
     if s.start_step:
         progbar.update(s.start_step)
-    timing = {"start": time.perf_counter(), "elapsed0": float(s.counters["elapsed"].numpy()),
-              "train_time": 0.0, "train_images": 0}
+    clock = _Clock(float(s.counters.elapsed.numpy()))
     step, calls, last_eval = s.start_step, 0, None
     while step < total:
-        n = _next_stop(r, step) - step
+        n = _next_stop(plan, step) - step
         t0 = time.perf_counter()
         loss, acc = s.steps.train(s.iterator, n)
         step, calls = step + n, calls + 1
         if calls > 1 or step >= total:  # the first call traces: keep it out of images/s
-            timing["train_time"] += time.perf_counter() - t0
-            timing["train_images"] += n * r.batch_size
+            clock.add_training(time.perf_counter() - t0, n * plan.batch_size)
         lr = float(keras.ops.convert_to_numpy(s.optimizer.learning_rate))
         progbar.update(step, [("loss", loss), ("accuracy", acc), ("lr", lr)])
         row = {}
-        if step % r.log_every == 0 or step == total:
-            ips = timing["train_images"] / timing["train_time"] if timing["train_time"] else None
-            row.update(step=step, lr=float(f"{lr:.6g}"), train_loss=loss, train_accuracy=acc,
-                       images_per_sec=round(ips, 1) if ips else None)
-            s.steps.reset_train_metrics()
-            _log_scalars(writer, step, {"train/loss": loss, "train/accuracy": acc,
-                                        "learning_rate": lr, "train/images_per_sec": ips})
-        if step % r.evaluation_interval == 0 or step == total:
-            e_loss, e_acc = s.steps.evaluate(s.eval_ds)
-            last_eval = (step, e_loss, e_acc)
-            row.update(step=step, eval_loss=e_loss, eval_accuracy=e_acc)
-            _log_scalars(writer, step, {"eval/loss": e_loss, "eval/accuracy": e_acc})
-            if r.lr_schedule == "plateau":
-                _plateau_update(r, s.optimizer, 1.0 - e_acc, s.counters)
+        if step % plan.log_every == 0 or step == total:
+            row.update(_log_training(s, writer, step, loss, acc, lr, clock))
+        if step % plan.evaluation_interval == 0 or step == total:
+            last_eval = _evaluate(s, writer, step)
+            row.update(step=step, eval_loss=last_eval.loss, eval_accuracy=last_eval.accuracy)
         if row:
-            row["elapsed_s"] = round(timing["elapsed0"] + time.perf_counter() - timing["start"], 1)
+            row["elapsed_s"] = round(clock.total_seconds, 1)
             rows.append(row)
             run.append_metrics(row)
-        if step % r.checkpoint_every == 0 or step == total:
-            s.counters["elapsed"].assign(timing["elapsed0"] + time.perf_counter()
-                                         - timing["start"])
-            s.manager.save(checkpoint_number=step)
+        if step % plan.checkpoint_every == 0 or step == total:
+            s.checkpoints.save(step, clock.total_seconds)
     writer.flush()
-    return rows, timing, last_eval
+    return _Outcome(rows, clock, last_eval)
 
 
-def _finish(s: _Session, rows, timing, last_eval) -> dict:
-    """Tests the final model, writes model.keras, curves.png and summary.json."""
-    r, run = s.recipe, s.run
-    if last_eval and last_eval[0] == r.total_steps and s.test_ds is s.eval_ds:
-        test_loss, test_acc = last_eval[1:]
-    else:
-        test_loss, test_acc = s.steps.evaluate(s.test_ds)
-    session = time.perf_counter() - timing["start"]
-    summary = {
+def _test(s: session_lib.Session, last_eval: Evaluation | None) -> Evaluation:
+    """The final model on the test split (the last evaluation when it was that)."""
+    total = s.plan.total_steps
+    if last_eval and last_eval.step == total and s.data.test is s.data.eval:
+        return last_eval
+    return Evaluation(total, *s.steps.evaluate(s.data.test))
+
+
+def _predictions(model: keras.Model, batches, keep_images: bool) -> tuple:
+    """(labels int (N,), probabilities float32 (N, classes), and when `keep_images` the images
+    as uint8 (N, H, W, C), else None) of the model on `batches`, in inference mode."""
+    predict = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    labels, probabilities, images = [], [], []
+    for x, y in batches:
+        probabilities.append(np.asarray(predict(x), np.float32))
+        labels.append(y.numpy())
+        if keep_images:
+            images.append(np.clip(np.rint(x.numpy()), 0, 255).astype(np.uint8))
+    return (np.concatenate(labels), np.concatenate(probabilities),
+            np.concatenate(images) if keep_images else None)
+
+
+def _error_report(s: session_lib.Session) -> dict:
+    """confusion.png and mistakes.png in the run directory (`train.confusion`) from one
+    inference pass over the test split; summary.json's entries of it. The mistakes grid needs
+    the test images at hand: it is left out when they exceed _ERROR_REPORT_BYTES."""
+    d = s.data
+    keep_images = d.test_images * int(np.prod(d.view.shape)) <= _ERROR_REPORT_BYTES
+    labels, probabilities, images = _predictions(s.model, d.test, keep_images)
+    report = confusion.write_error_report(s.run.path, labels, probabilities,
+                                          d.info.class_names, images)
+    entries = {k: report[k] for k in ("balanced_accuracy", "worst_class", "per_class",
+                                      "most_confused")}
+    return json.loads(json.dumps(entries))  # as summary.json reads back
+
+
+def _summary(s: session_lib.Session, test: Evaluation, clock: _Clock) -> dict:
+    r, plan, run, n = s.recipe, s.plan, s.run, s.data.info.num_examples
+    session, ips = clock.session_seconds, clock.images_per_sec
+    return {
         "recipe": r.name, "model": r.model, "dataset": r.dataset,
-        "test_accuracy": test_acc, "test_error": 1.0 - test_acc, "test_loss": test_loss,
-        "test_split": r.test_split, "test_images": s.test_images,
-        "steps": r.total_steps, "global_batch_size": r.batch_size,
-        "epochs": round(r.total_steps * r.batch_size / s.info.num_examples, 2)
-        if s.info.num_examples else None,
+        "test_accuracy": test.accuracy, "test_error": 1.0 - test.accuracy,
+        "test_loss": test.loss, "test_split": r.test_split, "test_images": s.data.test_images,
+        "steps": plan.total_steps, "global_batch_size": plan.batch_size,
+        "epochs": round(plan.total_steps * plan.batch_size / n, 2) if n else None,
         "replicas": s.strategy.num_replicas_in_sync,
-        "strategy": strategies.describe(s.strategy), **s.settings,
-        "view": s.view.to_dict(), "params": int(s.model.count_params()),
+        "strategy": strategies.describe(s.strategy), **dataclasses.asdict(s.settings),
+        "view": s.data.view.to_dict(), "params": int(s.model.count_params()),
         "weights_sha256": weights_digest(s.model), "resumed_from_step": s.start_step,
-        "train_seconds": round(timing["elapsed0"] + session, 1),
+        "train_seconds": round(clock.elapsed_before + session, 1),
         "session_seconds": round(session, 1),
-        "images_per_sec": round(timing["train_images"] / timing["train_time"], 1)
-        if timing["train_time"] else None,
+        "images_per_sec": round(ips, 1) if ips else None,
         "cpu": strategies.cpu_features(), "run_dir": run.path, "model_path": run.model,
+        **s.records,
     }
+
+
+def _finish(s: session_lib.Session, outcome: _Outcome) -> dict:
+    """Tests the final model, writes model.keras, curves.png, the error pictures and
+    summary.json."""
+    test = _test(s, outcome.last_eval)
+    summary = _summary(s, test, outcome.clock)
+    run = s.run
     if run.chief:
+        summary.update(_error_report(s))
         with rundir.atomic_path(run.model) as tmp:
             s.model.save(tmp)
-        run.plot_curves(rows, r.boundaries if r.lr_schedule == "piecewise" else ())
+        run.plot_curves(outcome.rows,
+                        s.plan.boundaries if s.plan.lr_schedule == "piecewise" else ())
         run.write_summary(summary)
-    else:
-        shutil.rmtree(s.manager.directory, ignore_errors=True)
-    logging.info("Finished %s: test accuracy %.4f, %s images/s, %.0f s.", run.path, test_acc,
-                 summary["images_per_sec"], summary["train_seconds"])
+    s.checkpoints.remove_private()
+    logging.info("Finished %s: test accuracy %.4f, %s images/s, %.0f s.", run.path,
+                 test.accuracy, summary["images_per_sec"], summary["train_seconds"])
     return summary
 
 
@@ -299,10 +299,11 @@ def train(recipe, run_dir: str, strategy=None, *, data_dir: str | None = None,
     data_dir: TFDS data dir for `train.data.load`.
     verbose: 1 shows a Keras Progbar (chief only), 0 is silent.
 
-    Returns (and writes to summary.json) test_accuracy on the recipe's test split, steps,
-    train_seconds, images_per_sec, weights_sha256 and the run's settings. A finished run
-    directory returns its summary at once. `recipe.deterministic` makes the process
-    deterministic first (`train.strategies.make_deterministic`).
+    Returns (and writes to summary.json) test_accuracy on the recipe's test split, steps and
+    epochs (as run: a length in epochs becomes steps), train_seconds, images_per_sec,
+    weights_sha256 and the run's settings. A finished run directory returns its summary at
+    once. `recipe.deterministic` makes the process deterministic first
+    (`train.strategies.make_deterministic`).
     """
     # Read the recipe before the strategy exists: determinism must be set up before
     # TensorFlow's runtime starts.
@@ -318,18 +319,16 @@ def train(recipe, run_dir: str, strategy=None, *, data_dir: str | None = None,
         raise ValueError(f"batch_size {recipe.batch_size} is not divisible by the {replicas} "
                          f"replicas of {strategies.describe(strategy)}: pick a multiple of "
                          f"{replicas}.")
-    settings = {
-        "precision": strategies.precision_policy(recipe.mixed_precision, strategy),
-        "xla": strategies.use_xla(recipe.xla, strategy),
-        "synchronized_bn": replicas > 1 if recipe.synchronized_bn is None
+    settings = session_lib.Settings(
+        precision=strategies.precision_policy(recipe.mixed_precision, strategy),
+        xla=strategies.use_xla(recipe.xla, strategy),
+        synchronized_bn=replicas > 1 if recipe.synchronized_bn is None
         else recipe.synchronized_bn,
-        "deterministic": deterministic,
-    }
+        deterministic=deterministic)
     # Before the data as well: a streamed split's shuffle pairs its op seed with TF's global one.
     keras.utils.set_random_seed(recipe.seed)
     logging.info("Training %s (%s) on %s, %s, in %s", recipe.model, recipe.name,
                  strategies.describe(strategy), settings, run.path)
-    s = _Session(recipe, run, strategy, settings)
-    with _dtype_policy(settings["precision"]):
-        _setup(s, data_dir)
-        return _finish(s, *_loop(s, verbose))
+    with _dtype_policy(settings.precision):
+        s = session_lib.start(recipe, run, strategy, settings, data_dir)
+        return _finish(s, _train_to_end(s, verbose))

@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from train import augment as augment_lib
 from train import data, views
-from train.recipes import AUGMENTATIONS
+from train.augment import AUGMENTATIONS
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -171,7 +171,8 @@ def eval_batches(examples: Examples, *, batch_size: int = 500, drop_remainder: b
 
 
 def eval_arrays(examples: Examples, batch_size: int = 500) -> tuple:
-    """(float32 (N, H, W, C) model inputs, int32 (N,) labels) of a split: `eval_batches` as arrays."""
+    """(float32 (N, H, W, C) model inputs, int32 (N,) labels) of a split: `eval_batches` as
+    arrays."""
     images, labels = zip(*eval_batches(examples, batch_size=batch_size).as_numpy_iterator())
     return np.concatenate(images), np.concatenate(labels)
 

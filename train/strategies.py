@@ -2,7 +2,7 @@
 
     strategy = strategies.make_strategy("auto")    # TPU, else multi-worker (TF_CONFIG), else
                                                    # several GPUs, else one device
-    policy = strategies.precision_policy("auto", strategy)   # 'mixed_bfloat16' on this CPU
+    policy = strategies.precision_policy("auto", strategy)   # 'mixed_bfloat16' on BF16 CPUs
     jit = strategies.use_xla("auto", strategy)               # False on CPU
 
 Multi-worker training needs `TF_CONFIG` set in every worker process, and the strategy must be
@@ -21,16 +21,12 @@ from train.recipes import PRECISIONS, STRATEGIES, XLA
 def make_deterministic(enabled: bool) -> bool:
     """Makes this process's training bitwise reproducible; returns whether it is.
 
-    TensorFlow op determinism, and one inter-op thread: with several, the graph executor runs
-    independent ops of a step concurrently. Before the stateless data order and the fused
-    BatchNorm, two runs of the smoke recipe (ResNet-20, batch 128) differed from the first
-    optimizer step in about half of the runs with the default pool and in 0 of 20 with one
-    thread; with today's code 6 of 6 CLI runs with two inter-op threads also agreed on an
-    AVX-512 EPYC, so one thread is kept as the safeguard for CPUs we have not measured. Both
-    cores still work on each op (intra-op threads); benchmarks/bench_training.py measures the
-    step with it (ours / PyTorch 1.19 there). Must run before TensorFlow's runtime starts
-    (before any op or device query); later it logs a warning and returns False unless the
-    process already has one inter-op thread (TF_NUM_INTEROP_THREADS=1).
+    TensorFlow op determinism, and one inter-op thread: with several, the graph executor may
+    run independent ops of a step concurrently, and sums that depend on their order can then
+    differ in the last bits between runs. All cores still work on each op (intra-op threads);
+    benchmarks/bench_training.py measures the step with it. Must run before TensorFlow's
+    runtime starts (before any op or device query); later it logs a warning and returns False
+    unless the process already has one inter-op thread (TF_NUM_INTEROP_THREADS=1).
     """
     if not enabled:
         return False

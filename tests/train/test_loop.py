@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from train import data, loop, pipeline, recipes, schedules, steps, views
+from train import data, loop, recipes, schedules, session, steps, views
 from train import model as model_lib
 
 
@@ -42,6 +42,9 @@ def test_run_directory(tiny_run):
     assert [os.path.basename(p) for p in state.all_model_checkpoint_paths] == [
         "ckpt-4", "ckpt-8", "ckpt-12"]
 
+    for picture in ("confusion.png", "mistakes.png"):  # train.confusion's error report
+        assert (run_dir / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
     (events,) = (run_dir / "logs").glob("events.out.tfevents.*")
     tags = {v.tag for e in tf.compat.v1.train.summary_iterator(str(events))
             for v in e.summary.value}
@@ -65,8 +68,17 @@ def test_saved_model_takes_raw_pixels(tiny_run, fashion_dir):
     probs = model.predict(padded, verbose=0)
     assert probs.shape == (len(labels), 10)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
-    accuracy = float(np.mean(probs.argmax(axis=1) == labels))
+    predicted = probs.argmax(axis=1)
+    accuracy = float(np.mean(predicted == labels))
     assert accuracy == pytest.approx(summary["test_accuracy"], abs=1e-6)
+    # The summary's per-class table (the error report) counts the same predictions.
+    rows = {row["class"]: row for row in summary["per_class"]}
+    for c, name in enumerate(info.class_names):
+        support = int(np.sum(labels == c))
+        assert rows[name]["support"] == support
+        if support:
+            recall = float(np.mean(predicted[labels == c] == c))
+            assert rows[name]["recall"] == pytest.approx(recall, abs=1e-9)
 
 
 def test_finished_run_returns_its_summary(tiny_run, fashion_dir):
@@ -101,7 +113,8 @@ MEAN = np.full((32, 32, 1), 100.0, np.float32)
 
 
 def _build(recipe):
-    return model_lib.build_model(recipe, VIEW, MEAN, 10)
+    built = model_lib.build_model(recipe, VIEW, MEAN, 10)
+    return built if isinstance(built, keras.Model) else built.model
 
 
 @pytest.mark.parametrize("model,shortcut,projections", [
@@ -168,23 +181,27 @@ def test_plateau_divides_lr_after_patience():
     recipe = recipes.resolve("paper_imagenet", plateau_patience=2, plateau_min_delta=0.01)
     optimizer = keras.optimizers.SGD(schedules.learning_rate(recipe))
     optimizer.build([keras.Variable(np.zeros(2, np.float32))])
-    counters = {"best_error": tf.Variable(1.0, dtype=tf.float64),
-                "bad_evals": tf.Variable(0, dtype=tf.int64)}
+    counters = session.Counters.create()
     lrs = []
     for error in (0.5, 0.4, 0.395, 0.39, 0.3, 0.3, 0.3, 0.3):
-        loop._plateau_update(recipe, optimizer, error, counters)
+        loop.plateau_update(recipe, optimizer, error, counters)
         lrs.append(round(float(optimizer.learning_rate.numpy()), 8))
     # 0.395 and 0.39 improve by < 0.01 -> /10; 0.3 improves; two more flat -> /10 again.
     assert lrs == [0.1, 0.1, 0.1, 0.01, 0.01, 0.01, 0.001, 0.001]
 
 
-def test_modern_path_bfloat16_cosine_label_smoothing(tmp_path, fashion_dir, helpers):
+def test_modern_path_bfloat16_cosine_label_smoothing_epochs(tmp_path, fashion_dir, helpers):
+    """A length in epochs: 512 images at batch 16 are 32 steps an epoch, so 1/8 epoch is 4
+    steps and the warm-up's 1/16 is 2; `steps` plays no part. recipe.json keeps the epochs."""
     recipe = helpers.tiny_recipe(
-        steps=4, lr_schedule="cosine", lr_boundaries=(), warmup="linear", warmup_steps=2,
-        warmup_lr=0.0, label_smoothing=0.1, mixed_precision="mixed_bfloat16", lr_base_batch=32,
-        nesterov=True, checkpoint_every=2, eval_every=4, log_every=1)
+        steps=1000, epochs=0.125, lr_schedule="cosine", lr_boundaries=(), warmup="linear",
+        warmup_epochs=0.0625, warmup_lr=0.0, label_smoothing=0.1,
+        mixed_precision="mixed_bfloat16", lr_base_batch=32, nesterov=True, checkpoint_every=2,
+        eval_every=4, log_every=1)
     summary = loop.train(recipe, str(tmp_path / "run"), "one_device", data_dir=fashion_dir,
                          verbose=0)
+    assert recipes.Recipe.from_json((tmp_path / "run" / "recipe.json").read_text()) == recipe
+    assert summary["steps"] == 4 and summary["epochs"] == round(4 * 16 / 512, 2)
     assert summary["precision"] == "mixed_bfloat16"
     assert keras.config.dtype_policy().name == "float32"  # restored after training
     assert np.isfinite(summary["test_loss"])
@@ -195,6 +212,26 @@ def test_modern_path_bfloat16_cosine_label_smoothing(tmp_path, fashion_dir, help
         lrs = [float(r["lr"]) for r in csv.DictReader(f)]
     # lr for the next step: linear warm-up to 0.1 * 16 / 32 = 0.05 at step 2, cosine to 0.
     np.testing.assert_allclose(lrs, [0.025, 0.05, 0.025, 0.0], atol=1e-7)
+
+
+@pytest.mark.parametrize("every", [100, 3])
+def test_training_calls_stop_at_every_log_evaluation_checkpoint_and_phase(helpers, every):
+    """One `Steps.train` call never crosses a log, evaluation, checkpoint or phase boundary
+    (the head-only phase's end) and runs at most `steps_per_execution` steps."""
+    plan = helpers.tiny_recipe(steps=40, head_steps=7, lr_schedule="constant", lr_boundaries=(),
+                               log_every=10, eval_every=15, checkpoint_every=25,
+                               steps_per_execution=every)
+    assert plan.phase_boundaries == (7,)
+    required = {t for t in range(1, 41) if t % 10 == 0 or t % 15 == 0 or t % 25 == 0} | {7, 40}
+    ends, step = [], 0
+    while step < plan.total_steps:
+        step = loop._next_stop(plan, step)
+        ends.append(step)
+    assert required <= set(ends) and ends == sorted(set(ends))
+    gaps = np.diff([0] + ends)
+    assert gaps.max() <= every
+    if every >= 40:
+        assert ends == sorted(required)
 
 
 def test_cli_reports_bad_flags(tmp_path, helpers):

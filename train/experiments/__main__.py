@@ -12,9 +12,9 @@ same command resumes unfinished runs and reuses finished ones.
 
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
-from train import recipes
+from train import console, recipes
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("smoke", False, "Tiny size (40 iterations, one seed, small evaluations): "
@@ -51,11 +51,7 @@ def config_from_flags():
 
 
 def main(argv):
-    if not FLAGS["verbosity"].present:
-        import train
-
-        logging.set_verbosity(logging.WARNING)
-        train.quiet_native_logs()
+    console.start_command_line(FLAGS.verbosity if FLAGS["verbosity"].present else None)
     import train.experiments as experiments
 
     if len(argv) != 2:
