@@ -26,6 +26,7 @@ unchanged tree is not read again. Examples come in one fixed shuffled order (`or
 """
 
 import dataclasses
+import gc
 import hashlib
 import json
 import os
@@ -104,6 +105,16 @@ class Tree:
 def scan(root: str, *, holdout: float | None = None, bad_images: str = "skip",
          cache_dir: str | None = None) -> Tree:
     """Walks, checks (or recalls) and splits `root`; see the module docstring for the rules."""
+    enabled = gc.isenabled()
+    gc.disable()  # a scan makes ~10 objects per file: collections would walk all TF's objects
+    try:
+        return _scan(root, holdout, bad_images, cache_dir)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _scan(root, holdout, bad_images, cache_dir):
     if bad_images not in ("skip", "fail"):
         raise ValueError(f"bad_images={bad_images!r}: use 'skip' (leave broken images out, "
                          "with a warning) or 'fail' (stop and list them).")
@@ -115,18 +126,18 @@ def scan(root: str, *, holdout: float | None = None, bad_images: str = "skip",
         raise ValueError(f"folder dataset root {root!r} is not a directory: pass "
                          "folder:/path/to/root with root/<class>/<images> or "
                          "root/<split>/<class>/<images>.")
-    found, ignored = _walk(root)
+    walked = found, ignored = _walk(root)
+    memo = (root, holdout, cache_dir)
+    if _LAST.get(memo, (None,))[0] == walked:  # unchanged since this process's last scan
+        return _checked(_LAST[memo][1], bad_images)
     layout_split = any(len(p) > 2 and p[0].lower() in SPLIT_NAMES for p, _ in found)
     depth = 3 if layout_split else 2
-    ignored += [Left(rel, "not in a class folder") for p, (rel, _) in found if len(p) < depth]
+    ignored = ignored + [Left(r, "not in a class folder") for p, (r, _) in found if len(p) < depth]
     found = [(p, s) for p, s in found if len(p) >= depth]
     facts, checked, cached = _check_all(root, [(rel, st) for _, (rel, st) in found], cache_dir)
     skipped = [Left(rel, facts[rel][5]) for _, (rel, _) in found if facts[rel][5]]
     if skipped and bad_images == "fail":
-        raise ValueError(f"{len(skipped)} broken image(s) in {root} (bad_images='fail'): "
-                         + "; ".join(f"{s.path}: {s.reason}" for s in skipped[:20])
-                         + (" ..." if len(skipped) > 20 else "")
-                         + ". Remove or replace them, or use bad_images='skip'.")
+        _checked(Tree(root, (), {}, tuple(skipped), (), (), None, 0, 0), bad_images)
     good = [(p, rel) for p, (rel, _) in found if not facts[rel][5]]
     groups = {}  # (split, class) -> [(key, rel)]
     for p, rel in good:
@@ -149,8 +160,23 @@ def scan(root: str, *, holdout: float | None = None, bad_images: str = "skip",
             splits.setdefault(split, []).append(
                 (key, _image(root, rel, labels[name], facts[rel], cache_dir)))
     splits = {s: tuple(im for _, im in sorted(v)) for s, v in splits.items()}
-    return Tree(root, names, splits, tuple(skipped), tuple(ignored), tuple(sorted(held)), made,
+    tree = Tree(root, names, splits, tuple(skipped), tuple(ignored), tuple(sorted(held)), made,
                 checked, cached)
+    _LAST[memo] = (walked, tree)
+    return tree
+
+
+_LAST = {}  # (root, holdout, cache_dir) -> ((walk), Tree): a second load in one process
+
+
+def _checked(tree, bad_images):
+    """`tree`, or the error bad_images='fail' asks for when it skipped images."""
+    if tree.skipped and bad_images == "fail":
+        raise ValueError(f"{len(tree.skipped)} broken image(s) in {tree.root} (bad_images="
+                         "'fail'): " + "; ".join(f"{s.path}: {s.reason}" for s in tree.skipped[:20])
+                         + (" ..." if len(tree.skipped) > 20 else "")
+                         + ". Remove or replace them, or use bad_images='skip'.")
+    return tree
 
 
 def _split_name(folder: str) -> str:
@@ -176,7 +202,7 @@ def _hold_out(groups, holdout):
 def _image(root, rel, label, fact, cache_dir):
     fmt, h, w, orientation = fact[:4]
     read = (_converted_path(root, rel, fact, cache_dir) if fmt in VIA_PIL
-            else os.path.join(root, rel))
+            else f"{root}{os.sep}{rel}")
     return Image(rel, label, fmt, h, w, orientation if fmt == "jpeg" else 1, read)
 
 
@@ -207,7 +233,7 @@ def _walk(root):
                 ignored.append(Left(rel, "not an image file"))
             else:
                 st = e.stat()
-                found.append((p, (rel, (st.st_size, st.st_mtime_ns))))
+                found.append((p, (rel, [st.st_size, st.st_mtime_ns])))
     found.sort(key=lambda f: f[1][0])
     return found, sorted(ignored)
 
@@ -247,13 +273,13 @@ def _check_all(root, files, cache_dir):
         with open(path) as f:
             saved = json.load(f)
         if saved.get("version") == _MANIFEST_VERSION:
-            known = {rel: tuple(v) for rel, v in saved["files"].items()}
+            known = saved["files"]  # rel -> [fmt, h, w, orientation, [size, mtime], reason]
     except (OSError, ValueError):
         pass
     facts, todo = {}, []
     for rel, stat in files:
         old = known.get(rel)
-        if old is not None and tuple(old[4]) == tuple(stat) and (
+        if old is not None and old[4] == stat and (
                 old[0] not in VIA_PIL or old[5]
                 or os.path.isfile(_converted_path(root, rel, old, cache_dir))):
             facts[rel] = old
@@ -265,7 +291,7 @@ def _check_all(root, files, cache_dir):
         for i, (rel, stat) in enumerate(todo):
             full = os.path.join(root, rel)
             fmt, h, w, orientation, reason = check(full, stat[0])
-            facts[rel] = (fmt, h, w, orientation, tuple(stat), reason)
+            facts[rel] = (fmt, h, w, orientation, stat, reason)
             if facts[rel][0] in VIA_PIL and not facts[rel][5]:
                 facts[rel] = _convert(root, rel, facts[rel], cache_dir)
             if bar and i % 500 == 0:
@@ -277,7 +303,7 @@ def _check_all(root, files, cache_dir):
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "w") as f:
             json.dump({"version": _MANIFEST_VERSION, "root": os.path.abspath(root),
-                       "files": {r: list(v) for r, v in facts.items()}}, f, separators=(",", ":"))
+                       "files": facts}, f, separators=(",", ":"))
         os.replace(tmp, path)
     return facts, len(todo), len(files) - len(todo)
 

@@ -231,6 +231,8 @@ def test_the_manifest_makes_a_second_scan_read_no_image(tmp_path, keras_cache):
     assert os.path.commonpath([folders.manifest_path(str(root)), str(keras_cache)]) == str(
         keras_cache)  # kept in the Keras cache dir, not in the user's tree
     assert sorted(os.listdir(root)) == ["test", "train"]
+    assert folders.scan(str(root)) is first  # in one process: the walk matches, no reading
+    folders._LAST.clear()  # as a new process starts
     second = folders.scan(str(root))
     assert (second.checked, second.cached) == (0, 70)
     assert second.splits == first.splits
