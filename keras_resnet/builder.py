@@ -110,11 +110,12 @@ def _check_arguments(stages, block, stem, shortcut, layout, pooling, weights, we
         )
 
 
-def _fit_preprocessing(preprocessing, channels):
-    """(mean, std, reverse) of `preprocessing` for a `channels`-channel input: an RGB set's
+def _fit_preprocessing(preprocessing, img_input, data_format):
+    """(mean, std, reverse) of `preprocessing` for the input's channels: an RGB set's
     per-channel constants averaged (1 channel) or repeated (more), as the first conv's kernels
     are (`keras_resnet.weights.input_conv`)."""
     mean, std, rev = preprocessing
+    channels = img_input.shape[1 if data_format == "channels_first" else -1]
     if channels == 3 or np.ndim(mean) != 1 or len(mean) != 3:
         return preprocessing
     if rev and channels != 1:
@@ -217,8 +218,7 @@ def build_resnet(stages, block="bottleneck", *, stem="imagenet", shortcut="B", l
 
     x = img_input
     if include_preprocessing:
-        channels = img_input.shape[1 if data_format == "channels_first" else -1]
-        mean, std, rev = _fit_preprocessing(preprocessing, channels)
+        mean, std, rev = _fit_preprocessing(preprocessing, img_input, data_format)
         x = ImageNormalization(mean, std, rev, data_format, name="preprocessing")(x)
     x = _stem(x, stem, stages[0][0], bn, preact)
     for i, (filters, blocks, stride) in enumerate(stages):

@@ -8,6 +8,7 @@ import hashlib
 import os
 import socket
 import urllib.parse
+import urllib.request
 
 import keras
 
@@ -183,6 +184,9 @@ def _check_reachable(url, timeout=5.0):
     """Raises OSError at once when `url`'s host cannot be reached: `keras.utils.get_file` has no
     timeout, so on a network that drops packets it would hang instead of failing."""
     parts = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname):  # the proxy is what we reach
+        parts = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     with socket.create_connection((parts.hostname, port), timeout=timeout):
         pass

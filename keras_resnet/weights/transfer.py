@@ -20,9 +20,11 @@ import dataclasses
 import os
 import re
 
+import keras
 import numpy as np
 from absl import logging
 
+from keras_resnet.layers import ImageNormalization
 from keras_resnet.preprocessing import MODES, Normalization
 from keras_resnet.weights import loader, registry, sources
 from keras_resnet.weights.input_conv import FIRST_CONV
@@ -243,8 +245,6 @@ def _check_normalization(model, pretrained):
     """Warns when an ImageNormalization layer of the model disagrees with the weights'."""
     if pretrained.normalization is None:
         return
-    from keras_resnet.layers import ImageNormalization
-
     channels = loader.input_channels(model) or 3
     want = pretrained.normalization_for(channels)
     for layer in model.layers:
@@ -289,14 +289,12 @@ def load_pretrained(model, pretrained: PretrainedWeights) -> TransferReport:
     channels = loader.input_channels(model)
     adapted = (FIRST_CONV,) if FIRST_CONV in weights and (
         pretrained.bgr_input or channels != pretrained.input_channels) else ()
-    from keras import layers as keras_layers
-
     report = TransferReport(
         layers_loaded=tuple(layer.name for layer in weighted if layer.name not in skip),
         layers_left_at_init=tuple(layer.name for layer in weighted if layer.name in skip),
         adapted=adapted,
         extra_layers=tuple(layer.name for layer in model.layers if not layer.weights
-                           and not isinstance(layer, keras_layers.InputLayer)
+                           and not isinstance(layer, keras.layers.InputLayer)
                            and not ARCHITECTURE_LAYER.fullmatch(layer.name)),
     )
     _check_normalization(model, pretrained)
