@@ -114,13 +114,13 @@ class TFLiteRunner(Runner):
         if self.frames:  # the export's own resize when it is known, else a stretch
             self.view = beside if beside and beside.inner_size == shape[:2] else \
                 views.View(shape[0], shape[1], 3)
-            self.input = f"{self.model.input_dtype.name} RGB frames {shape[0]}x{shape[1]}"
+            self.input = f"{self.model.input_dtype.name} RGB {shape[0]}x{shape[1]}"
         else:
             if beside is None or beside.shape != shape:
                 raise ValueError(f"{self.path} takes the model's own input {shape} (exported "
                                  "with --noframes): keep the metadata.json written beside it, "
                                  "which holds its evaluation view.")
-            self.view, self.input = beside, f"float32 model input {shape}"
+            self.view, self.input = beside, "float32 {}x{}x{}".format(*shape)
 
     def frames_of(self, images):
         """uint8 RGB frames at the file's size, as the file (and MediaPipe) is fed."""
@@ -158,7 +158,7 @@ class OnnxRunner(Runner):
         self.model = OnnxModel(self.path, num_threads=threads)
         self.labels = self.model.labels
         h, w, _ = self.model.input_shape
-        self.input = f"uint8 RGB {h}x{w} (any batch)"
+        self.input = f"uint8 RGB {h}x{w}, any batch"
 
     def predict(self, images):
         return self.model.predict(images)
@@ -185,7 +185,7 @@ class SavedModelRunner(Runner):
         self.serve = tf.saved_model.load(self.path).signatures["serving_default"]
         (spec,) = tf.nest.flatten(self.serve.structured_input_signature)
         self.channels = int(spec.shape[-1])
-        self.input = f"{spec.dtype.name} images of any size, {self.channels} channel(s)"
+        self.input = f"{spec.dtype.name} any size"
 
     def predict(self, images):
         import tensorflow as tf
@@ -220,8 +220,14 @@ class KerasRunner(Runner):
         recorded = getattr(source.summary, "view", None) if source.summary else None
         self.view = recorded or inputs.evaluation_view(info, source, shape)
         self.labels = self._labels(run_dir, source, info, dataset, labels)
-        self.input = f"float32 model input {shape} (view: {self.view.resize})"
+        self.input = "float32 {}x{}x{}".format(*shape)
+        self.file = os.path.join(run_dir, "model.keras") if os.path.isdir(self.path) \
+            else self.path
         self._call = tf.function(lambda x: self.model(x, training=False))
+
+    @property
+    def size_bytes(self):
+        return os.path.getsize(self.file)
 
     def _labels(self, run_dir, source, info, dataset, labels):
         beside = os.path.join(run_dir, "labels.txt")
