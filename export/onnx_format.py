@@ -24,9 +24,10 @@ the resize to the input size stays outside the file, where an app's image decode
 frames for a .tflite.
 
 No int8 ONNX: ONNX Runtime's static QDQ quantization (per-channel int8, calibrated) of these
-files was slower than float32 on this CPU (Xeon with AVX512-VNNI and AMX, 2 cores, batch 1,
-median of 15-30 runs, twice): ResNet-20 32x32 0.94 vs 0.65 ms at 1 thread, 0.71 vs 0.47 ms at
-2; ResNet-18 224x224 22.5 vs 24.6 ms (0.92x) at 1 thread, 13.8 vs 12.1 ms (1.14x) at 2. LiteRT
+files was not faster than float32 on this CPU (Xeon with AVX512-VNNI and AMX, 2 cores, batch
+1, median of 15-30 runs, twice): ResNet-20 32x32 0.94 vs 0.65 ms at 1 thread, 0.71 vs 0.47 ms
+at 2; ResNet-18 224x224 22.5 vs 24.6 ms at 1 thread (0.92x, within run-to-run noise), 13.8 vs
+12.1 ms at 2 (1.14x). LiteRT
 float32 of the same frames file: 0.81 / 0.49 ms and 32.9 / 16.3 ms, so ONNX Runtime float32 is
 the fastest float runtime there. `benchmarks/bench_export.py` measures the int8 peer again.
 """
