@@ -1,26 +1,30 @@
 """The one entry point: a model (or run directory) and an export spec -> verified files.
 
-Every format of the spec (`export.spec.FORMAT_TABLE`) is written into a temporary directory
-beside `out_dir`, carries TFLite Metadata (labels, normalization, input, description), and is
-run on held-out images by LiteRT and, for phone inputs, by MediaPipe's ImageClassifier, against
-the Keras model on the same images; only files that pass are moved into place, with
-labels.txt, metadata.json and report.json. A failing format leaves no file and makes `export`
-raise `VerificationError` once the others are in place.
+Every format of the spec is written into a temporary directory beside `out_dir` as its row of
+`export.spec.FORMAT_TABLE` says (its writer, fine-tune, input kind and extra figures): TFLite
+files carry TFLite Metadata (labels, normalization, input, description) and are run on the
+run's held-out images (its test split) by LiteRT and, for phone inputs, by MediaPipe's
+ImageClassifier, against the Keras model on the same images; only files that pass are moved
+into place, with labels.txt, metadata.json and report.json. A failing format leaves no file and
+makes `export` raise `VerificationError` once the others are in place. Calibration and
+fine-tunes read the run's train split, the fine-tunes' stream once per export.
 """
 
 import dataclasses
+import functools
 import os
 import shutil
 import tempfile
 import time
 import traceback
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from export import formats, inputs, mediapipe_runtime, tflite_metadata, verify
-from export.spec import FORMATS, ExportSpec
+from export.spec import FORMATS, ExportSpec, FineTuned
 from train import rundir
 
 
@@ -30,21 +34,56 @@ def _predict(model, images):
                                       np.float32) for i in range(0, len(images), 250)])
 
 
-@dataclasses.dataclass
+class _Feed(NamedTuple):
+    """What the TFLite files of one export take (chosen once, by `ExportSpec.frames`): the
+    held-out and calibration images in that form (float32 (N, h, w, C)), the Keras model's
+    probabilities on the held-out ones, and `view` to make model inputs of them (None: they
+    are model inputs already)."""
+
+    images: np.ndarray
+    calibration: np.ndarray
+    reference: np.ndarray
+    view: object = None
+
+    def model_inputs(self, images):
+        if self.view is None:
+            return images
+        return formats.frames_to_inputs(images, self.view).numpy()
+
+
+def _feed(model, data, frames, reference) -> _Feed:
+    """Camera frames (uint8 RGB as float32) or the model's own inputs; `reference`: the
+    model's probabilities on `data.eval_inputs`."""
+    if not frames:
+        return _Feed(data.eval_inputs, data.calibration, reference)
+    images = data.frames.astype(np.float32)
+    feed = _Feed(images, data.calibration_frames.astype(np.float32), None, data.view)
+    return feed._replace(reference=_predict(model, feed.model_inputs(images)))
+
+
+@dataclasses.dataclass(frozen=True)
 class _Job:
-    """One export: the model, its data, the spec, and the sources converted from."""
+    """One export: the model, its data, the spec, and what every format is compared with.
+
+    reference: the Keras model's probabilities on `data.eval_inputs`; feed: the files' inputs;
+    mediapipe: why MediaPipe does not run, or None.
+    """
 
     model: object
     data: inputs.ExportData
     spec: ExportSpec
     tmp: str
-    dataset: str
     recipe_name: str
     version: str
-    keras_accuracy: float = 0.0
-    reference: np.ndarray = None
-    frame_reference: np.ndarray = None
-    mediapipe: str | None = None  # why MediaPipe does not run, or None
+    keras_accuracy: float
+    reference: np.ndarray
+    feed: _Feed
+    mediapipe: str | None
+
+    @functools.cached_property
+    def stream(self):
+        """The fine-tunes' training stream (the run's train split), loaded once per export."""
+        return inputs.train_stream(self.data, self.spec)
 
     def source(self, model, kind, name="keras"):
         path = os.path.join(self.tmp, f".source-{name}-{kind}")
@@ -55,19 +94,32 @@ class _Job:
     def public_dataset(self):
         """The dataset's name as a shipped file may show it: a folder's base name, not the
         path on this machine."""
-        if self.dataset.startswith("folder:"):
-            return "folder " + os.path.basename(os.path.normpath(self.dataset[len("folder:"):]))
-        return self.dataset
+        dataset = self.data.dataset
+        if dataset.startswith("folder:"):
+            return "folder " + os.path.basename(os.path.normpath(dataset[len("folder:"):]))
+        return dataset
+
+    @functools.cached_property
+    def frame_reference(self):
+        """The Keras model's probabilities on the held-out images as camera frames."""
+        if self.feed.view is not None:
+            return self.feed.reference
+        frames = self.data.frames.astype(np.float32)
+        return _predict(self.model, formats.frames_to_inputs(frames, self.data.view).numpy())
+
+    def description(self, fmt, input_words, size):
+        """The sentence a file carries about itself; size: its input (h, w)."""
+        return (f"{self.model.name} (He et al. 2016) trained on "
+                f"{self.public_dataset()} with recipe {self.recipe_name}; Keras top-1 "
+                f"{self.keras_accuracy:.4f} on "
+                f"{len(self.data.eval_labels)} test images; format {fmt}; input "
+                f"{input_words} {size[0]}x{size[1]}, values 0-255.")
 
     def card(self, content, fmt):
         model = verify.TFLiteModel(content, num_threads=1)
         meta = self.data
-        description = (f"{self.model.name} (He et al. 2016) trained on "
-                       f"{self.public_dataset()} with recipe {self.recipe_name}; Keras top-1 "
-                       f"{self.keras_accuracy:.4f} on "
-                       f"{len(meta.eval_labels)} test images; format {fmt}; input "
-                       f"{'RGB uint8 frames' if self.spec.frames else 'raw pixels'} "
-                       f"{model.input_shape[0]}x{model.input_shape[1]}, values 0-255.")
+        description = self.description(
+            fmt, "RGB uint8 frames" if self.spec.frames else "raw pixels", model.input_shape)
         return tflite_metadata.ModelCard(
             name=f"{self.model.name} {self.public_dataset()}", description=description,
             version=self.version, author=self.spec.author, license=self.spec.license,
@@ -77,57 +129,41 @@ class _Job:
             output_description="probabilities of the classes in labels.txt")
 
 
-def _fine_tuned(job, fmt):
-    """(the model to convert, its reference probabilities on the inputs, extra report)."""
-    kind = FORMATS[fmt].fine_tune
-    if kind is None:
-        return job.model, None, {}
-    stream = inputs.train_stream(job.dataset, job.data.view, job.spec, job.data.augment)
-    spec = job.spec
-    if kind == "qat":
-        from export import qat
-
-        tuned = qat.quantization_aware_training(job.model, stream, job.data.calibration,
-                                                steps=spec.fine_tune_steps,
-                                                learning_rate=spec.fine_tune_learning_rate)
-        return tuned, None, {"reference": "QAT tf_keras model",
-                             "fine_tune_steps": spec.fine_tune_steps}
-    from export import prune
-
-    tuned = prune.prune(job.model, stream, sparsity=spec.sparsity, steps=spec.fine_tune_steps,
-                        learning_rate=spec.fine_tune_learning_rate)
-    return tuned, None, {"reference": "pruned tf_keras model",
-                         "sparsity": prune.weight_sparsity(tuned)}
+def _fine_tuned(job, fmt) -> FineTuned:
+    """The model that format `fmt` converts: its row's fine-tune of the Keras model, or the
+    Keras model itself."""
+    fine_tune = FORMATS[fmt].fine_tune
+    if fine_tune is None:
+        return FineTuned(job.model, {})
+    return fine_tune(job.model, job.stream, job.data, job.spec)
 
 
-def _convert(job, fmt):
-    """The .tflite bytes of `fmt` with metadata; (bytes, model inputs it takes, reference)."""
-    spec, data = job.spec, job.data
-    model, _, extra = _fine_tuned(job, fmt)
-    integer = FORMATS[fmt].integer
-    kind = ("frames" if spec.frames else "raw") + ("_int" if integer else "")
-    name = FORMATS[fmt].fine_tune or "keras"
-    representative = data.calibration_frames.astype(np.float32) if spec.frames \
-        else data.calibration
-    content = formats.tflite(job.source(model, kind, name), fmt, representative,
-                             io_dtype=spec.io_dtype, frames=spec.frames and integer)
+class _Converted(NamedTuple):
+    """A TFLite format's bytes (with metadata), the probabilities of the model it was
+    converted from on the feed's held-out images, and its figures for the report row."""
+
+    content: bytes
+    reference: np.ndarray
+    report: dict
+
+
+def _convert(job, fmt) -> _Converted:
+    """Fine-tunes (where the row says so), converts and adds metadata to TFLite format `fmt`."""
+    row, feed = FORMATS[fmt], job.feed
+    tuned = _fine_tuned(job, fmt)
+    kind = row.source_input(job.spec.frames)
+    source = job.source(tuned.model, kind, fmt if row.fine_tune else "keras")
+    content = formats.tflite(source, fmt, feed.calibration, io_dtype=job.spec.io_dtype,
+                             frames=kind == "frames_int")
     content = tflite_metadata.add_metadata(content, job.card(content, fmt))
-    images = data.frames.astype(np.float32) if spec.frames else data.eval_inputs
-    if model is job.model:
-        reference = job.frame_reference if spec.frames else job.reference
-    else:
-        reference = _predict(model, formats.frames_to_inputs(images, data.view).numpy()
-                             if spec.frames else images)
-    if fmt == "pruned":
-        from export import prune
-
-        dense = formats.convert_model(job.model)
-        extra.update(zipped_bytes=prune.zipped_size(content),
-                     dense_zipped_bytes=prune.zipped_size(dense))
-        extra["zip_ratio"] = extra["dense_zipped_bytes"] / extra["zipped_bytes"]
-    if FORMATS[fmt].integer:
-        extra["non_integer_ops"] = formats.non_integer_ops(content)
-    return content, images, reference, extra
+    reference = feed.reference if tuned.model is job.model \
+        else _predict(tuned.model, feed.model_inputs(feed.images))
+    report = dict(tuned.report)
+    if row.extra_report:
+        report.update(row.extra_report(content, job.model))
+    if row.integer:
+        report["non_integer_ops"] = formats.non_integer_ops(content)
+    return _Converted(content, reference, report)
 
 
 def _phone_checks(job, path, fmt, probabilities, row):
@@ -158,28 +194,72 @@ def _phone_checks(job, path, fmt, probabilities, row):
                           f"the frames (names as labels: {row['mediapipe_names_ok']})")
 
 
-def _export_one(job, fmt):
-    """Writes and verifies one format into job.tmp; returns its report row."""
+def _write_saved_model(job, fmt):
+    """Writes and verifies the SavedModel into job.tmp; returns its report row."""
+    path = os.path.join(job.tmp, FORMATS[fmt].file)
+    formats.saved_model(job.model, path, job.data.view, job.data.info.class_names)
+    return verify.verify_saved_model(path, job.data.raw, job.data.eval_labels, job.reference,
+                                     min_agreement=job.spec.min_agreement(fmt))
+
+
+def _write_tflite(job, fmt):
+    """Writes and verifies one TFLite format into job.tmp; returns its report row."""
     spec, data = job.spec, job.data
     path = os.path.join(job.tmp, FORMATS[fmt].file)
     threshold = spec.min_agreement(fmt)
-    if fmt == "saved_model":
-        formats.saved_model(job.model, path, data.view, data.info.class_names)
-        return verify.verify_saved_model(path, data.raw, data.eval_labels, job.reference,
-                                         min_agreement=threshold)
-    content, images, reference, extra = _convert(job, fmt)
-    rundir.atomic_write(path, content)
-    row, probabilities = verify.verify_tflite(path, images, data.eval_labels, reference,
-                                              min_agreement=threshold, threads=spec.threads,
+    converted = _convert(job, fmt)
+    rundir.atomic_write(path, converted.content)
+    row, probabilities = verify.verify_tflite(path, job.feed.images, data.eval_labels,
+                                              converted.reference, min_agreement=threshold,
+                                              threads=spec.threads,
                                               latency_runs=spec.latency_runs, name=fmt)
-    row.update(extra)
-    if extra.get("non_integer_ops"):
-        logging.warning("%s is not fully integer: %s", fmt, extra["non_integer_ops"])
+    row.update(converted.report)
+    if converted.report.get("non_integer_ops"):
+        logging.warning("%s is not fully integer: %s", fmt, converted.report["non_integer_ops"])
     if not row["passed"]:
         row["failure"] = f"agreement {row['agreement']:.4f} < {threshold}"
         return row
     _phone_checks(job, path, fmt, probabilities, row)
     return row
+
+
+def _write_onnx(job, fmt):
+    """Writes and verifies the ONNX file (`export.onnx_format`: uint8 RGB images of any batch
+    size, the view and normalization inside, labels in its metadata) into job.tmp: ONNX
+    Runtime on the held-out frames against the Keras model on the same frames, and its
+    metadata read back. Returns its report row."""
+    from export import onnx_format
+
+    spec, data = job.spec, job.data
+    path = os.path.join(job.tmp, FORMATS[fmt].file)
+    onnx_format.write_onnx(job.model, path, data.view, data.info.class_names,
+                           description=job.description(fmt, "RGB uint8 images (any batch)",
+                                                       data.view.inner_size))
+    threshold = spec.min_agreement(fmt)
+    row, _ = onnx_format.verify_onnx(path, data.frames, data.eval_labels, job.frame_reference,
+                                     min_agreement=threshold, threads=spec.threads,
+                                     latency_runs=spec.latency_runs, name=fmt)
+    meta = onnx_format.read_onnx_metadata(path)
+    row["metadata_problems"] = [
+        f"{key}: the file says {got!r}, the model needs {want!r}"
+        for key, got, want in (("labels", meta.labels, tuple(data.info.class_names)),
+                               ("view", meta.view, data.view)) if got != want]
+    if not row["passed"]:
+        row["failure"] = f"agreement {row['agreement']:.4f} < {threshold}"
+    elif row["metadata_problems"]:
+        row["passed"] = False
+        row["failure"] = "ONNX metadata does not match the model: " + "; ".join(
+            row["metadata_problems"])
+    return row
+
+
+_WRITERS = {"saved_model": _write_saved_model, "tflite": _write_tflite, "onnx": _write_onnx}
+"""`Format.writer` -> the function that writes and verifies such a format."""
+
+
+def _export_one(job, fmt):
+    """Writes and verifies one format into job.tmp; returns its report row."""
+    return _WRITERS[FORMATS[fmt].writer](job, fmt)
 
 
 def _export_one_safely(job, fmt):
@@ -196,7 +276,7 @@ def _export_one_safely(job, fmt):
 
 def _prepare_job(source, spec, tmp):
     src = inputs.load_source(source)
-    dataset = spec.dataset or (src.recipe or {}).get("dataset")
+    dataset = spec.dataset or (src.recipe.dataset if src.recipe else None)
     if not dataset:
         raise ValueError("Which dataset? Pass ExportSpec(dataset=...) (--dataset): its training "
                          "images calibrate int8 and its test images verify every export.")
@@ -205,18 +285,18 @@ def _prepare_job(source, spec, tmp):
     if model.output_shape[-1] != data.info.num_classes:
         raise ValueError(f"The model has {model.output_shape[-1]} outputs but {dataset!r} has "
                          f"{data.info.num_classes} classes: pick the dataset it was trained on.")
-    version = spec.version or ((src.summary or {}).get("weights_sha256") or "")[:12] or "1"
-    job = _Job(model, data, spec, tmp, dataset, (src.recipe or {}).get("name", "unknown"),
-               version)
-    job.reference = _predict(model, data.eval_inputs)
-    job.keras_accuracy = float(np.mean(job.reference.argmax(-1) == data.eval_labels))
-    if spec.frames:
-        frames = data.frames.astype(np.float32)
-        job.frame_reference = _predict(model, formats.frames_to_inputs(frames, data.view).numpy())
+    mediapipe = None
     if spec.mediapipe != "off":
-        job.mediapipe = mediapipe_runtime.available()
-        if job.mediapipe and spec.mediapipe == "on":
-            raise ValueError(f"mediapipe='on' but {job.mediapipe}")
+        mediapipe = mediapipe_runtime.available()
+        if mediapipe and spec.mediapipe == "on":
+            raise ValueError(f"mediapipe='on' but {mediapipe}")
+    digest = (src.summary.weights_sha256 if src.summary else None) or ""
+    reference = _predict(model, data.eval_inputs)
+    job = _Job(model, data, spec, tmp, recipe_name=src.recipe.name if src.recipe else "unknown",
+               version=spec.version or digest[:12] or "1",
+               keras_accuracy=float(np.mean(reference.argmax(-1) == data.eval_labels)),
+               reference=reference, feed=_feed(model, data, spec.frames, reference),
+               mediapipe=mediapipe)
     return src, job
 
 
@@ -233,8 +313,9 @@ def _move_into_place(src, dst):
 
 def _report(src, job, rows):
     data = job.data
-    return {"model": job.model.name, "source": src.path, "dataset": job.dataset,
-            "split": data.split, "eval_images": len(data.eval_labels),
+    return {"model": job.model.name, "source": src.path, "dataset": data.dataset,
+            "split": data.split, "train_split": data.train_split,
+            "eval_images": len(data.eval_labels),
             "available_images": data.available, "all_images": data.all_images,
             "keras_accuracy": job.keras_accuracy, "view": data.view.to_dict(),
             "class_names": list(data.info.class_names), "frames": job.spec.frames,

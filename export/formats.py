@@ -2,7 +2,7 @@
 
 A TFLite conversion starts from a *source*: a SavedModel that `source_saved_model` writes
 around the model (a Keras 3 model, or the tf_keras twin of QAT and pruning), with one of three
-inputs:
+inputs (`export.spec.INPUTS`; a format row names its own, `Format.source_input`):
 - 'raw': float32 (B, H, W, C) model inputs, pixels in [0, 255], as the Keras model takes them;
 - 'frames': uint8 RGB camera frames (1, h, w, 3) at the view's size before padding, cast to
   float, converted to the model's channels (ITU-R 601 luma for 1-channel models) and padded
@@ -23,10 +23,9 @@ import tensorflow as tf
 from absl import logging
 
 import keras_resnet  # noqa: F401  (registers the custom layers for loading)
-from export.spec import FORMATS
+from export.spec import FORMATS, INPUTS
 from train import native_stderr_quiet, views
 
-INPUTS = ("raw", "raw_int", "frames", "frames_int")
 _IO = {"uint8": tf.uint8, "int8": tf.int8}
 
 

@@ -1,38 +1,62 @@
 """What an export starts from: the model, and images seen exactly as training saw them.
 
-`load_source` reads a Keras model, a `.keras` file or a run directory (with its recipe and
-summary). `load_data` takes the held-out and calibration images through the run's evaluation
-view (`train.views`, via `train.pipeline`), the same function training evaluated with, so the
-Keras accuracy in an export report is training's test accuracy on the same images.
+`load_source` reads a Keras model, a `.keras` file or a run directory: the run's recipe as its
+own type (`train.recipes.Recipe`) and, from summary.json, what export needs (`RunSummary`).
+`load_data` takes the held-out images (the run's `test_split`) and the calibration images (its
+`train_split`) through the run's evaluation view (`evaluation_view`, via `train.pipeline`), the
+same function training evaluated with, so the Keras accuracy in an export report is training's
+test accuracy on the same images. `train_stream` is the fine-tunes' stream of the same
+`train_split`. A model without a run uses its dataset's 'train' and 'test'.
 """
 
 import dataclasses
-import json
 import os
+from typing import NamedTuple
 
 import keras
 import numpy as np
 
 from export import formats
+from train import recipes, rundir, views
 
 _TRANSFER_BATCH = 500
 
 
-@dataclasses.dataclass
+class RunSummary(NamedTuple):
+    """What export reads from a run's summary.json: the weights' digest (the files' version)
+    and the evaluation view training recorded (None in a summary written without one)."""
+
+    weights_sha256: str | None
+    view: views.View | None
+
+
+def read_summary(run: rundir.RunDir) -> RunSummary | None:
+    """The one reader of summary.json in export; None when the run has none."""
+    if not os.path.isfile(run.summary):
+        return None
+    summary = run.read_summary()
+    view = summary.get("view")
+    return RunSummary(summary.get("weights_sha256"), views.View.from_dict(view) if view else None)
+
+
+@dataclasses.dataclass(frozen=True)
 class Source:
-    """A float32 Keras model and, for a run directory, its recipe and summary (dicts)."""
+    """A float32 Keras model and, for a run directory, its recipe and summary."""
 
     model: keras.Model
     path: str | None = None
-    recipe: dict | None = None
-    summary: dict | None = None
+    recipe: recipes.Recipe | None = None
+    summary: RunSummary | None = None
 
+    @property
+    def train_split(self) -> str:
+        """The split the run trained on (calibration, fine-tunes); 'train' without a run."""
+        return self.recipe.train_split if self.recipe else "train"
 
-def _read_json(path):
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+    @property
+    def test_split(self) -> str:
+        """The split the run was tested on (verification); 'test' without a run."""
+        return self.recipe.test_split if self.recipe else "test"
 
 
 def load_source(source) -> Source:
@@ -42,12 +66,12 @@ def load_source(source) -> Source:
     path = os.fspath(source)
     recipe = summary = None
     if os.path.isdir(path):
-        run_dir, path = path, os.path.join(path, "model.keras")
-        recipe = _read_json(os.path.join(run_dir, "recipe.json"))
-        summary = _read_json(os.path.join(run_dir, "summary.json"))
-        if not os.path.isfile(path):
-            raise ValueError(f"{run_dir} is a directory without model.keras: pass a run "
+        run = rundir.RunDir(path)
+        recipe, summary = run.read_recipe(), read_summary(run)
+        if not os.path.isfile(run.model):
+            raise ValueError(f"{path} is a directory without model.keras: pass a run "
                              "directory of `python -m train` (after training) or a .keras file.")
+        path = os.path.join(path, "model.keras")
     if not os.path.isfile(path):
         raise ValueError(f"{path} does not exist: pass a .keras model file or a run directory.")
     import keras_resnet  # noqa: F401  (registers the custom layers for loading)
@@ -61,19 +85,21 @@ def load_source(source) -> Source:
     return Source(formats.as_float32(model), os.fspath(source), recipe, summary)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class ExportData:
     """Held-out and calibration images of one dataset, through the model's evaluation view.
 
+    dataset, split, train_split: where the images come from (the run's test and train splits).
     eval_inputs: float32 (N, H, W, C) model inputs (the view's output); eval_labels (N,).
     frames: uint8 RGB (N, h, w, 3): the same images as camera frames at the view's size before
         padding (gray images as three equal channels). raw: the test images as stored, in
         same-size groups [(indices, uint8 (n, h0, w0, C))], for the SavedModel's signature.
-    calibration / calibration_frames: the same two forms of training images.
+    calibration / calibration_frames: the same two forms of the first training images.
+    augment: the fine-tunes' augmentation.
     """
 
     info: object
-    view: object
+    view: views.View
     split: str
     available: int
     eval_inputs: np.ndarray
@@ -83,28 +109,37 @@ class ExportData:
     calibration: np.ndarray
     calibration_frames: np.ndarray
     augment: str
+    dataset: str
+    train_split: str
 
     @property
     def all_images(self) -> bool:
         return len(self.eval_labels) == self.available
 
 
-def view_for(info, source: Source, shape):
-    """The run's view (summary.json, else its recipe), or the dataset's for the model's size."""
-    from train import views
+def evaluation_view(train_info, source: Source, shape) -> views.View:
+    """The model's evaluation view, from one place.
 
-    if source.summary and source.summary.get("view"):
-        view = views.View.from_dict(source.summary["view"])
-    elif source.recipe:
-        view = views.for_dataset(info, source.recipe.get("image_size"),
-                                 source.recipe.get("augment", "cifar"))
+    A run: its recipe through training's own function (`train.views.for_recipe` over the
+    training split's info), which must equal the view the run recorded in summary.json. A
+    model without a run: its dataset's own view when that gives the model's input `shape`
+    (H, W, C), else the dataset's view at the model's size.
+    """
+    if source.recipe:
+        view = views.for_recipe(train_info, source.recipe)
+        saved = source.summary.view if source.summary else None
+        if saved is not None and saved != view:
+            raise ValueError(
+                f"{source.path}: training recorded the view {saved} but its recipe gives {view} "
+                f"on {train_info.name} {train_info.split!r} now: the data changed since "
+                "training. Export with the data the run was trained on.")
     else:
-        view = views.for_dataset(info, None, "none") if None not in info.image_shape[:2] \
-            else None
+        fixed = None not in train_info.image_shape[:2]
+        view = views.for_dataset(train_info, None, "none") if fixed else None
         if view is None or view.shape != tuple(shape):
-            view = views.for_dataset(info, tuple(shape[:2]), "none")
+            view = views.for_dataset(train_info, tuple(shape[:2]), "none")
     if view.shape != tuple(shape):
-        raise ValueError(f"The model takes {tuple(shape)} but {info.name}'s view gives "
+        raise ValueError(f"The model takes {tuple(shape)} but {train_info.name}'s view gives "
                          f"{view.shape}: pick the dataset (and size) it was trained on.")
     return view
 
@@ -125,33 +160,38 @@ def _raw_groups(raw_ds, n):
     return [(np.array(idx), np.stack(imgs)) for idx, imgs in groups.values()]
 
 
+def _first(raw, info, n, view):
+    """The first `n` examples of a split, prepared for evaluation through `view`."""
+    from train import pipeline
+
+    return pipeline.prepare(raw.take(n), dataclasses.replace(info, num_examples=n), view, "none")
+
+
 def load_data(dataset, shape, spec, source: Source | None = None) -> ExportData:
-    """Held-out (the run's test split, at most `spec.eval_images`) and calibration images of
-    `dataset` for a model taking `shape` (H, W, C)."""
+    """Held-out (the run's test split, at most `spec.eval_images`) and calibration (the run's
+    train split, at most `spec.calibration_images`) images of `dataset` for a model taking
+    `shape` (H, W, C)."""
     from train import data, pipeline
 
     source = source or Source(model=None)
-    recipe = source.recipe or {}
-    split = recipe.get("test_split", "test")
-    test_raw, info = data.load(dataset, split, data_dir=spec.data_dir)
-    if info.image_shape[-1] not in (None, shape[-1]):
-        raise ValueError(f"Dataset {dataset!r} has {info.image_shape[-1]}-channel images but the "
-                         f"model takes {tuple(shape)}: pick the dataset the model was trained on.")
-    view = view_for(info, source, shape)
+    train_raw, train_info = data.load(dataset, source.train_split, data_dir=spec.data_dir)
+    if train_info.image_shape[-1] not in (None, shape[-1]):
+        raise ValueError(f"Dataset {dataset!r} has {train_info.image_shape[-1]}-channel images "
+                         f"but the model takes {tuple(shape)}: pick the dataset the model was "
+                         "trained on.")
+    view = evaluation_view(train_info, source, shape)
+    test_raw, info = data.load(dataset, source.test_split, data_dir=spec.data_dir)
     available = int(info.num_examples)
     n = min(spec.eval_images, available)
-    test = pipeline.prepare(test_raw.take(n), dataclasses.replace(info, num_examples=n), view,
-                            "none")
+    test = _first(test_raw, info, n, view)
     inputs, labels = pipeline.eval_arrays(test, _TRANSFER_BATCH)
-    train_raw, train_info = data.load(dataset, "train", data_dir=spec.data_dir)
-    m = min(spec.calibration_images, int(train_info.num_examples))
-    calib = pipeline.prepare(train_raw.take(m), dataclasses.replace(train_info, num_examples=m),
-                             view, "none")
+    calib = _first(train_raw, train_info, min(spec.calibration_images,
+                                              int(train_info.num_examples)), view)
     calibration, _ = pipeline.eval_arrays(calib, _TRANSFER_BATCH)
-    augment = spec.augment or recipe.get("augment") or "none"
-    return ExportData(info, view, split, available, inputs, labels,
+    augment = spec.augment or (source.recipe.augment if source.recipe else None) or "none"
+    return ExportData(info, view, source.test_split, available, inputs, labels,
                       as_frames(_inner(test, view)), _raw_groups(test_raw, n), calibration,
-                      as_frames(_inner(calib, view)), augment)
+                      as_frames(_inner(calib, view)), augment, dataset, source.train_split)
 
 
 def _inner(examples, view):
@@ -166,11 +206,13 @@ def _inner(examples, view):
     return np.round(inner).astype(np.uint8)
 
 
-def train_stream(dataset, view, spec, augment):
-    """Augmented training batches of float32 model inputs, for QAT and pruning fine-tunes."""
-    from train import data, pipeline
+def train_stream(data: ExportData, spec):
+    """Augmented batches of float32 model inputs from the run's train split (`data`'s), for
+    the QAT and pruning fine-tunes: an endless tf.data of (images (B, H, W, C), labels (B,))."""
+    from train import data as data_lib
+    from train import pipeline
 
-    ds, info = data.load(dataset, "train", data_dir=spec.data_dir)
-    examples = pipeline.prepare(ds, info, view, augment)
+    ds, info = data_lib.load(data.dataset, data.train_split, data_dir=spec.data_dir)
+    examples = pipeline.prepare(ds, info, data.view, data.augment)
     return pipeline.train_batches(examples, batch_size=spec.fine_tune_batch_size,
-                                  augment=augment, seed=spec.seed, shuffle_buffer=5000)
+                                  augment=data.augment, seed=spec.seed, shuffle_buffer=5000)

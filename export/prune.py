@@ -1,7 +1,8 @@
 """Magnitude pruning with TFMOT (on the tf_keras twin) and the compressed size it buys.
 
 Pruned weights are zeros: the file keeps its size, but it compresses. `zipped_size` is what a
-download or an app bundle weighs.
+download or an app bundle weighs. `fine_tune` and `size_report` are the `pruned` format row's
+steps (`export.spec`).
 """
 
 import gzip
@@ -13,6 +14,7 @@ import tf_keras
 from absl import logging
 
 from export import bridge
+from export.spec import FineTuned
 
 PRUNABLE = (tf_keras.layers.Conv2D, tf_keras.layers.Dense, tf_keras.layers.DepthwiseConv2D)
 
@@ -73,3 +75,22 @@ def zipped_size(content_or_path):
         with open(content_or_path, "rb") as f:
             content_or_path = f.read()
     return len(gzip.compress(bytes(content_or_path), compresslevel=9, mtime=0))
+
+
+def fine_tune(model, stream, data, spec) -> FineTuned:
+    """The `pruned` row's fine-tune: `prune` `model` to `spec.sparsity` over
+    `spec.fine_tune_steps` steps of `stream` (the run's train split). `data` is unused."""
+    del data
+    tuned = prune(model, stream, sparsity=spec.sparsity, steps=spec.fine_tune_steps,
+                  learning_rate=spec.fine_tune_learning_rate)
+    return FineTuned(tuned, {"reference": "pruned tf_keras model",
+                             "sparsity": weight_sparsity(tuned)})
+
+
+def size_report(content, model) -> dict:
+    """The `pruned` row's figures: gzip sizes of the written file (`content`, bytes) and of the
+    dense float32 conversion of the Keras `model` it was pruned from, and their ratio."""
+    from export import formats
+
+    zipped, dense = zipped_size(content), zipped_size(formats.convert_model(model))
+    return {"zipped_bytes": zipped, "dense_zipped_bytes": dense, "zip_ratio": dense / zipped}

@@ -1,8 +1,9 @@
 """Quantization-aware training (QAT) with TFMOT on the tf_keras twin (`export.bridge`).
 
 `quantize` annotates the twin and applies TFMOT's default 8-bit scheme, `calibrate_ranges` sets
-its activation ranges from real images, `quantization_aware_training` fine-tunes it; the
-exporter converts the result to int8 TFLite (`export.formats.tflite(..., "qat")`).
+its activation ranges from real images, `quantization_aware_training` fine-tunes it; `fine_tune`
+is the `qat` format row's step (`export.spec`), and the exporter converts its result to int8
+TFLite (`export.formats.tflite(..., "qat")`).
 """
 
 import tensorflow as tf
@@ -11,7 +12,7 @@ import tf_keras
 from absl import logging
 
 from export.bridge import TWIN_OBJECTS, Standardize, ZeroPadShortcut, to_tf_keras
-
+from export.spec import FineTuned
 
 # ------------------------------------------------------------------------------ quantization
 
@@ -138,3 +139,13 @@ def quantization_aware_training(model, train_dataset, calibration_images, *, ste
         qat_model.fit(train_dataset, epochs=1, steps_per_epoch=steps, verbose=verbose)
     return qat_model
 
+
+def fine_tune(model, stream, data, spec) -> FineTuned:
+    """The `qat` row's fine-tune: `quantization_aware_training` of `model` on `stream` (the
+    run's train split), its ranges calibrated on `data.calibration` (`export.inputs.ExportData`),
+    for `spec.fine_tune_steps` steps at `spec.fine_tune_learning_rate`."""
+    tuned = quantization_aware_training(model, stream, data.calibration,
+                                        steps=spec.fine_tune_steps,
+                                        learning_rate=spec.fine_tune_learning_rate)
+    return FineTuned(tuned, {"reference": "QAT tf_keras model",
+                             "fine_tune_steps": spec.fine_tune_steps})

@@ -1,39 +1,94 @@
 """What an export writes and how it is checked: the format table and the export spec.
 
-Each format is one row: its file, whether its weights and activations are integers, whether it
-is fine-tuned first, and which agreement threshold it must meet. The orchestrator
-(`export.exporter`) and the CLI read this table; nothing else lists formats.
+Each format is one row: its file, how it is written and verified (`writer`), whether its
+weights and activations are integers, the fine-tune it starts from, the extra figures its
+report carries, and which agreement threshold it must meet. The orchestrator
+(`export.exporter`) and the CLI read this table; nothing else lists formats. The table is data:
+its functions are imported when called, so reading it (the CLI's flags) imports no TensorFlow.
 """
 
 import dataclasses
+import importlib
+from typing import NamedTuple
+
+WRITERS = ("saved_model", "tflite", "onnx")
+"""How a format is written and verified: `export.exporter` has one function for each."""
+
+SOURCE_INPUTS = {(False, False): "raw", (False, True): "raw_int",
+                 (True, False): "frames", (True, True): "frames_int"}
+"""(frames, integer) -> the input of the SavedModel a TFLite file converts from
+(`export.formats.source_saved_model`)."""
+INPUTS = tuple(SOURCE_INPUTS.values())
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """A function of another export module, `module.function`, imported when called."""
+
+    module: str
+    function: str
+
+    def __call__(self, *args, **kwargs):
+        return getattr(importlib.import_module(self.module), self.function)(*args, **kwargs)
+
+
+class FineTuned(NamedTuple):
+    """What a format's `fine_tune` returns: the model to convert (a tf_keras twin) and what
+    the format's report row says about it."""
+
+    model: object
+    report: dict
 
 
 @dataclasses.dataclass(frozen=True)
 class Format:
     """One export target.
 
-    quantized: compared with `min_agreement_int8` (else `min_agreement_float`).
-    integer: every op must be an integer op (its float I/O boundary aside).
-    fine_tune: None, 'qat' (quantization-aware training) or 'prune' before converting.
+    writer: one of WRITERS. quantized: compared with `min_agreement_int8` (else
+    `min_agreement_float`). integer: every op must be an integer op (its float I/O boundary
+    aside), calibrated on training images.
+    fine_tune: None, or `(Keras model, training stream, export.inputs.ExportData, ExportSpec)
+        -> FineTuned`, run before converting (the stream: `export.inputs.train_stream`).
+    extra_report: None, or `(the written file's bytes, the Keras model) -> dict` of figures
+        for the report row.
     """
 
     name: str
     file: str
+    writer: str = "tflite"
     quantized: bool = False
     integer: bool = False
-    fine_tune: str | None = None
-    tflite: bool = True
+    fine_tune: Step | None = None
+    extra_report: Step | None = None
+
+    def __post_init__(self):
+        if self.writer not in WRITERS:
+            raise ValueError(f"Format {self.name!r}: writer {self.writer!r} is not one of "
+                             f"{WRITERS}.")
+
+    @property
+    def tflite(self) -> bool:
+        return self.writer == "tflite"
+
+    def source_input(self, frames: bool) -> str:
+        """The input (one of INPUTS) of the SavedModel this TFLite format converts from."""
+        return SOURCE_INPUTS[(bool(frames), self.integer)]
 
 
 FORMAT_TABLE = (
-    Format("saved_model", "saved_model", tflite=False),
+    Format("saved_model", "saved_model", writer="saved_model"),
     Format("float32", "model_float32.tflite"),
     Format("float16", "model_float16.tflite"),
     Format("dynamic", "model_dynamic_int8.tflite", quantized=True),
     Format("int8", "model_int8.tflite", quantized=True, integer=True),
     Format("int8_io", "model_int8_io.tflite", quantized=True, integer=True),
-    Format("qat", "model_qat_int8.tflite", quantized=True, integer=True, fine_tune="qat"),
-    Format("pruned", "model_pruned.tflite", fine_tune="prune"),
+    Format("qat", "model_qat_int8.tflite", quantized=True, integer=True,
+           fine_tune=Step("export.qat", "fine_tune")),
+    Format("pruned", "model_pruned.tflite", fine_tune=Step("export.prune", "fine_tune"),
+           extra_report=Step("export.prune", "size_report")),
+    # uint8 RGB images at any batch size, for x86 servers (export.onnx_format); needs
+    # `pip install onnxruntime tf2onnx`, so not among the defaults
+    Format("onnx", "model.onnx", writer="onnx"),
 )
 FORMATS = {f.name: f for f in FORMAT_TABLE}
 FILES = {f.name: f.file for f in FORMAT_TABLE}
@@ -46,9 +101,11 @@ class ExportSpec:
     """What to export and how to check it.
 
     formats: any of FORMATS. dataset / data_dir: the `train.data` dataset for calibration,
-    fine-tuning and verification (default: the run's recipe). eval_images: held-out test
-    images to verify on (all of the test split when it has fewer; the report says which).
-    calibration_images: training images for int8 calibration (and QAT's initial ranges).
+    fine-tuning and verification (default: the run's recipe). A run's own splits are used:
+    its `train_split` calibrates and fine-tunes, its `test_split` verifies ('train' and 'test'
+    for a model without a run). eval_images: held-out images to verify on (all of the test
+    split when it has fewer; the report says which). calibration_images: the first training
+    images, for int8 calibration (and QAT's initial ranges).
     frames: TFLite files take camera frames, uint8 RGB (1, h, w, 3) at the view's size before
     padding, with the conversion to the model's channels and padding inside the graph (what
     MediaPipe and phone apps feed); False keeps the Keras model's own float32 input.
