@@ -81,11 +81,7 @@ def write_onnx(model, path, view, class_names, *, description="", opset=OPSET) -
     except ImportError as e:
         raise ImportError(f"ONNX export needs tf2onnx: {INSTALL} ({e})") from None
     from train import rundir
-
-    try:
-        from train.console import native_stderr_quiet
-    except ImportError:  # a tree from before train.console
-        from train import native_stderr_quiet
+    from train.console import native_stderr_quiet
 
     class_names = [str(n) for n in class_names]
     function, spec = _serving_function(model, view)

@@ -16,6 +16,8 @@ import sys
 
 from absl import app, flags
 
+from train import console
+
 flags.DEFINE_string("dataset", None, "train.data dataset name (fashion_mnist, cifar10, ...) or "
                     "folder:ROOT (ROOT/<class>/* or ROOT/<split>/<class>/*).")
 flags.DEFINE_string("split", "test", "Split to evaluate on, TFDS slicing allowed (test[:1000]).")
@@ -32,20 +34,6 @@ flags.DEFINE_integer("latency_runs", 50, "Timed batch-1 runs per latency figure.
 flags.DEFINE_enum("mediapipe", "auto", ["auto", "on", "off"], "Also run frame .tflite files "
                   "in MediaPipe's ImageClassifier: auto (when installed), on, off.")
 FLAGS = flags.FLAGS
-
-
-def _start(out):
-    """The command line's quiet process set-up, before TensorFlow's import."""
-    verbosity = FLAGS.verbosity if FLAGS["verbosity"].present else None
-    try:
-        from train import console
-    except ImportError:  # before train.console existed
-        import train
-
-        if verbosity is None:
-            train.quiet_native_logs(os.path.join(out, "native.log"))
-        return
-    console.start_command_line(verbosity, os.path.join(out, "native.log"))
 
 
 def print_report(report, out):
@@ -85,7 +73,8 @@ def main(argv):
     if not FLAGS.dataset:
         raise app.UsageError("--dataset=NAME or --dataset=folder:ROOT is required.")
     out = FLAGS.out or os.path.join(os.path.dirname(os.path.abspath(files[0])), "evaluation")
-    _start(out)
+    console.start_command_line(FLAGS.verbosity if FLAGS["verbosity"].present else None,
+                               os.path.join(out, "native.log"))
     from export.evaluate import evaluate  # after the process set-up: imports TensorFlow
 
     try:
