@@ -125,6 +125,7 @@ def main():
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--templates", type=int, default=64)
     parser.add_argument("--stream_images", type=int, default=20_000)
+    parser.add_argument("--parts", default="scan,stream", help="scan, stream or both")
     parser.add_argument("--keep", help="generate into this folder and keep it")
     args = parser.parse_args()
     print(cpu_line())
@@ -136,7 +137,8 @@ def main():
         generate(root, args.num_images, args.classes, args.templates)
         print(f"generated {args.num_images} images in {args.classes} classes: "
               f"{time.perf_counter() - t:.1f} s")
-        for run in ("first (cold manifest)", "second (manifest used)"):
+        for run in ("first (cold manifest)", "second (manifest used)")[
+                :2 * ("scan" in args.parts)]:
             r = child(root, "scan")
             print(f"{run}: scan + order {r['scan_s']:.2f} s (checked {r['checked']}, from "
                   f"manifest {r['cached']}), class table (describe) {r['describe_s']:.2f} s, "
@@ -144,11 +146,12 @@ def main():
                   f"{r['peak_rss_mb']:.0f} MB (after "
                   f"imports {r['rss_after_import_mb']:.0f} MB); {r['train']} train / "
                   f"{r['test']} test images, {r['classes']} classes")
-        r = child(root, "stream", args.stream_images)
-        print(f"streaming from the tree: raw decode {r['decode_images_per_s']:.0f} images/s, "
-              f"training batches (cifar augment, batch 128) "
-              f"{r['train_batches_images_per_s']:.0f} images/s; peak RSS "
-              f"{r['peak_rss_mb']:.0f} MB")
+        if "stream" in args.parts:
+            r = child(root, "stream", args.stream_images)
+            print(f"streaming from the tree: raw decode {r['decode_images_per_s']:.0f} "
+                  f"images/s, training batches (cifar augment, batch 128) "
+                  f"{r['train_batches_images_per_s']:.0f} images/s; peak RSS "
+                  f"{r['peak_rss_mb']:.0f} MB")
     finally:
         shutil.rmtree(cache, ignore_errors=True)
         if not args.keep:
