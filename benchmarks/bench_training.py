@@ -1,17 +1,37 @@
 """Training throughput of the one training loop against a plain PyTorch loop, side by side.
 
-    python benchmarks/bench_training.py                  # 3 interleaved rounds, ~3 minutes
-    python benchmarks/bench_training.py --rounds=5 --steps=40
+    python benchmarks/bench_training.py                  # both suites, 3 interleaved rounds
+    python benchmarks/bench_training.py --suite=cifar --rounds=5 --steps=40
+    python benchmarks/bench_training.py --suite=finetune --finetune_models=resnet18 --rounds=3
 
-CIFAR ResNet-20 (option A shortcuts), batch 128, 32x32x3 synthetic batches, SGD with
-momentum 0.9 and weight decay, float32: ours is `train.steps.Steps` on the keras_resnet model
-that `python -m train` builds (fused BatchNorm, oneDNN kernels, one inter-op thread); the peer
-is a plain PyTorch eager loop (channels_last) of the same architecture, written below. Each
-measurement runs in a fresh process, the two frameworks alternate, and the ratio of medians
-ours / PyTorch is printed with the CPU's instruction sets (figures move 10-20% between runs on
-a shared machine; the ratio, measured in one run, is what to compare). mixed_bfloat16 is
-measured too where the CPU has BF16 instructions. GPU (skipped without one): ResNet-50 (batch
-256, 224x224x3) in float32 and in mixed_float16 with XLA.
+Suite 'cifar': CIFAR ResNet-20 (option A shortcuts), batch 128, 32x32x3 synthetic batches, SGD
+with momentum 0.9 and weight decay, float32: ours is `train.steps.Steps` on the keras_resnet
+model that `python -m train` builds (fused BatchNorm, oneDNN kernels, one inter-op thread); the
+peer is a plain PyTorch eager loop (channels_last) of the same architecture, written below.
+mixed_bfloat16 is measured too where the CPU has BF16 instructions (about 3 minutes).
+
+Suite 'finetune': the fine-tuning step on 224x224x3 photos (issue 21), ResNet-18 and ResNet-50
+(`--finetune_models`), batch 32, 10 classes, float32, in both phases of fine-tuning: 'head'
+(backbone frozen, BatchNorm in inference mode: only the classifier trains) and 'whole' (every
+layer trains but BatchNorm, whose statistics and scale/offset stay frozen, in inference mode).
+Ours: `train.steps.Steps` on `train.model.build_model`'s network with the `finetune` recipe
+(from scratch: no weight files here), which sets each phase's trainable layers itself
+(`train.steps.set_phase`); the peer: torchvision's resnet18/resnet50 in channels_last,
+`requires_grad=False` on the frozen parameters, BatchNorm modules in `eval()`, the recipe's
+Nesterov SGD, weight decay and label smoothing over the rest. Both train the same parameters
+(ResNet-18, 10 classes: 5,130 in the head phase, 11,172,042 in the whole-net phase). ResNet-50's
+whole-net step takes seconds per batch on 2 cores, so the default (2 models x 2 phases x 2
+frameworks x 3 rounds, each a fresh process) runs for tens of minutes there (not yet timed on a
+quiet machine); `--finetune_models=resnet18` or `--rounds=1` is shorter.
+
+Each measurement runs in a fresh process, the two frameworks alternate, and the ratio of medians
+ours / PyTorch is printed beside the CPU's model name and instruction sets (figures move 10-20%
+between runs on a shared machine; the ratio, measured in one run, is what to compare). Only a
+quiet machine gives a fair ratio: under load PyTorch's OpenMP threads spin waiting for each
+other (measured at load average 7 on 2 cores: a ResNet-18 forward and backward pass at batch 4
+with 2 threads took 9-10 s, with 1 thread 1.7-2.2 s, with 2 threads and OMP_WAIT_POLICY=PASSIVE
+1.5-3.8 s), so ours / PyTorch comes out several times too high. GPU (skipped without one):
+ResNet-50 (batch 256, 224x224x3) in float32 and in mixed_float16 with XLA.
 """
 
 import argparse
@@ -26,6 +46,18 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 
+def build_network(recipe, shape, mean, classes):
+    """`train.model.build_model`'s network for (H, W, C) inputs: its result is the model, or
+    a (model, weights record) pair when it loaded weights."""
+    import keras
+
+    from train import model as model_lib
+    from train import views
+
+    built = model_lib.build_model(recipe, views.View(*shape), mean, classes)
+    return built if isinstance(built, keras.Model) else built.model
+
+
 def ours(model_name, shape, classes, batch, policy, jit, steps):
     """images/s of train.steps.Steps after 3 warm-up steps (run in its own process)."""
     from train import strategies
@@ -35,8 +67,8 @@ def ours(model_name, shape, classes, batch, policy, jit, steps):
     import numpy as np
     import tensorflow as tf
 
-    from train import recipes, steps as steps_lib, views
-    from train import model as model_lib
+    from train import recipes
+    from train import steps as steps_lib
 
     strategy = strategies.make_strategy("one_device")
     recipe = recipes.resolve("paper_cifar", model=model_name, batch_size=batch,
@@ -47,8 +79,7 @@ def ours(model_name, shape, classes, batch, policy, jit, steps):
     ds = tf.data.Dataset.from_tensors((images, labels)).repeat()
     keras.config.set_dtype_policy(strategies.precision_policy(policy, strategy))
     with strategy.scope():
-        model = model_lib.build_model(recipe, views.View(*shape), np.full(shape[-1], 120.0),
-                                      classes)
+        model = build_network(recipe, shape, np.full(shape[-1], 120.0), classes)
         optimizer = steps_lib.make_optimizer(recipe, keras.config.dtype_policy().name)
         optimizer.build(model.trainable_variables)
     compiled = steps_lib.Steps(model, optimizer, strategy, recipe, classes, jit=jit)
@@ -108,40 +139,191 @@ def pytorch(batch, steps, threads):
     return steps * batch / (time.perf_counter() - start)
 
 
+def finetune_recipe(model_name, phase, batch):
+    """The `finetune` recipe from scratch (no weight files here), its schedule in steps, in
+    `phase` for every step a benchmark runs."""
+    from train import recipes
+
+    head = 10**6 if phase == "head" else 0
+    return recipes.resolve("finetune", model=model_name, weights="none", batch_size=batch,
+                           mixed_precision="off", xla="off", epochs=0.0, head_epochs=0.0,
+                           warmup_epochs=0.0, warmup_steps=0, head_steps=head,
+                           steps=head + 10**6)
+
+
+def ours_finetune(model_name, phase, batch, steps, classes=10, size=224):
+    """images/s of train.steps.Steps in one fine-tuning phase (in its own process)."""
+    from train import strategies
+
+    strategies.make_deterministic(True)
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from train import data
+    from train import steps as steps_lib
+
+    strategy = strategies.make_strategy("one_device")
+    recipe = finetune_recipe(model_name, phase, batch)
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
+    labels = rng.integers(0, classes, batch).astype(np.int32)
+    ds = tf.data.Dataset.from_tensors((images, labels)).repeat()
+    keras.config.set_dtype_policy("float32")
+    with strategy.scope():
+        model = build_network(recipe, (size, size, 3),
+                              np.asarray(data.IMAGENET_RGB_MEAN, np.float32), classes)
+        optimizer = steps_lib.make_optimizer(recipe, "float32")
+    compiled = steps_lib.Steps(model, optimizer, strategy, recipe, classes)
+    if compiled.phase_at(0) != phase:
+        raise RuntimeError(f"the recipe starts in phase {compiled.phase_at(0)!r}, not {phase!r}.")
+    iterator = iter(ds)
+    compiled.train(iterator, 2)  # trace, warm up
+    start = time.perf_counter()
+    compiled.train(iterator, steps)
+    return steps * batch / (time.perf_counter() - start)
+
+
+def pytorch_finetune(model_name, phase, batch, steps, threads, classes=10, size=224):
+    """images/s of a plain PyTorch loop fine-tuning torchvision's `model_name` in `phase`
+    (channels_last, frozen parameters requires_grad=False, BatchNorm in eval mode)."""
+    import torch
+    import torch.nn.functional as F
+    import torchvision
+    from torch import nn
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, model_name)(num_classes=classes)
+    model = model.to(memory_format=torch.channels_last).train()
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.eval()
+            module.requires_grad_(False)
+    if phase == "head":
+        model.requires_grad_(False)
+        model.fc.requires_grad_(True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    x = (torch.rand(batch, 3, size, size) * 255).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, classes, (batch,))
+
+    def step():
+        optimizer.zero_grad()
+        F.cross_entropy(model(x), y, label_smoothing=0.1).backward()
+        optimizer.step()
+
+    for _ in range(2):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * batch / (time.perf_counter() - start)
+
+
 def _worker(args):
     if args.worker == "torch":
         rate = pytorch(128, args.steps, os.cpu_count() or 1)
     elif args.worker == "resnet50":
         rate = ours("resnet50", (224, 224, 3), 1000, 256, args.policy, args.xla, args.steps)
+    elif args.worker == "finetune_ours":
+        rate = ours_finetune(args.model, args.phase, args.batch, args.steps, args.classes,
+                             args.image_size)
+    elif args.worker == "finetune_torch":
+        rate = pytorch_finetune(args.model, args.phase, args.batch, args.steps,
+                                os.cpu_count() or 1, args.classes, args.image_size)
     else:
         rate = ours("resnet20", (32, 32, 3), 10, 128, args.policy, False, args.steps)
     print("RATE", rate)
 
 
 def _measure(worker, steps, **extra):
+    """images/s of one `worker` measurement in a fresh process."""
     cmd = [sys.executable, os.path.abspath(__file__), f"--worker={worker}", f"--steps={steps}"]
     cmd += [f"--{k}={v}" for k, v in extra.items()]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, check=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
+    if out.returncode:
+        raise RuntimeError(f"benchmark worker {' '.join(cmd[2:])} failed (exit status "
+                           f"{out.returncode}):\n{out.stderr[-3000:]}")
     return float(out.stdout.split("RATE")[-1])
 
 
-def main():
+def finetune_rate(framework, model_name, phase, *, batch=32, steps=10, classes=10, size=224):
+    """images/s of one fine-tuning step measurement ('ours' or 'torch') in a fresh process."""
+    return _measure(f"finetune_{framework}", steps, model=model_name, phase=phase, batch=batch,
+                    classes=classes, image_size=size)
+
+
+def cpu_line():
+    """The CPU's model name, instruction sets and cores, and the oneDNN setting."""
+    from train import strategies
+
+    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1 on x86-64 (train.console)")
+    return (f"{strategies.cpu_features()}, {os.cpu_count()} cores; "
+            f"TF_ENABLE_ONEDNN_OPTS={onednn}")
+
+
+SUITES = ("cifar", "finetune")
+
+
+def _parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--suite", default="cifar,finetune",
+                        help="comma-separated suites to run: cifar, finetune")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--gpu_steps", type=int, default=50)
+    parser.add_argument("--finetune_models", default="resnet18,resnet50")
+    parser.add_argument("--phases", default="head,whole", help="fine-tuning phases to run")
+    parser.add_argument("--finetune_batch", type=int, default=32)
+    parser.add_argument("--finetune_steps", type=int, default=10,
+                        help="timed fine-tuning steps per measurement (after 2 warm-up steps)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--policy", default="float32", help=argparse.SUPPRESS)
     parser.add_argument("--xla", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--model", default="resnet18", help=argparse.SUPPRESS)
+    parser.add_argument("--phase", default="whole", help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, default=32, help=argparse.SUPPRESS)
+    parser.add_argument("--classes", type=int, default=10, help=argparse.SUPPRESS)
+    parser.add_argument("--image_size", type=int, default=224, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
+    suites = [x for x in args.suite.split(",") if x]
+    bad = [x for x in suites if x not in SUITES]
+    if bad or not suites:
+        parser.error(f"--suite={args.suite!r}: use a comma-separated subset of {SUITES}.")
+    args.suites = suites
+    return args
+
+
+def main():
+    args = _parse_args()
+    from train import console
+
+    console.prefer_onednn()  # before TensorFlow's import, as the command lines do
+    if args.worker:  # PyTorch workers never import TensorFlow (triton after TF segfaults)
         return _worker(args)
+    console.import_tensorflow_quietly()
     from train import strategies
 
-    cpu = strategies.cpu_features()
-    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1 (set by train)")
-    print(f"CPU: {cpu}, {os.cpu_count()} cores; TF_ENABLE_ONEDNN_OPTS={onednn}")
+    cpu = cpu_line()
+    print(f"CPU: {cpu}")
+    results = {"cpu": strategies.cpu_features()}
+    if "cifar" in args.suites:
+        _cifar_rows(args, results)
+    if "finetune" in args.suites:
+        _finetune_rows(args, results, cpu)
+    _gpu_rows(args, results)
+    print(json.dumps(results))
+
+
+def _rounds(values):
+    return ", ".join(f"{v:.0f}" if v >= 10 else f"{v:.1f}" for v in values)
+
+
+def _cifar_rows(args, results):
+    from train import strategies
+
     policies = ["float32"] + (["mixed_bfloat16"] if strategies.cpu_supports_bf16() else [])
     rates = {name: [] for name in policies + ["pytorch"]}
     for _ in range(args.rounds):
@@ -152,23 +334,51 @@ def main():
     for name, values in rates.items():
         label = "PyTorch eager, float32" if name == "pytorch" else f"ours, {name}"
         print(f"ResNet-20 batch 128, {label:>24}: {median[name]:7.1f} images/s "
-              f"(rounds: {', '.join(f'{v:.0f}' for v in values)})")
-    results = {"cpu": cpu, "images_per_sec": {k: round(v, 1) for k, v in median.items()},
-               "ours_over_pytorch_float32": round(median["float32"] / median["pytorch"], 3)}
+              f"(rounds: {_rounds(values)})")
+    results["images_per_sec"] = {k: round(v, 1) for k, v in median.items()}
+    results["ours_over_pytorch_float32"] = round(median["float32"] / median["pytorch"], 3)
     print(f"ours / PyTorch (float32): {results['ours_over_pytorch_float32']:.2f}")
     if "mixed_bfloat16" in median:
         results["bf16_over_fp32"] = round(median["mixed_bfloat16"] / median["float32"], 3)
         print(f"ours mixed_bfloat16 / float32: {results['bf16_over_fp32']:.2f} (BF16 CPU)")
     else:
         print("mixed_bfloat16: skipped (this CPU has no BF16 instructions)")
-    _gpu_rows(args, results)
-    print(json.dumps(results))
+
+
+def _finetune_rows(args, results, cpu):
+    """Interleaved rounds of (model, phase) x (ours, PyTorch); prints medians and ratios."""
+    from train.steps import PHASES
+
+    models = [m for m in args.finetune_models.split(",") if m]
+    phases = [p for p in args.phases.split(",") if p]
+    if not phases or any(p not in PHASES for p in phases):
+        raise SystemExit(f"--phases={args.phases!r}: use a comma-separated subset of {PHASES}.")
+    keys = [(m, p, f) for m in models for p in phases for f in ("ours", "torch")]
+    rates = {k: [] for k in keys}
+    size, batch = 224, args.finetune_batch
+    for _ in range(args.rounds):
+        for model, phase, framework in keys:
+            rates[model, phase, framework].append(finetune_rate(
+                framework, model, phase, batch=batch, steps=args.finetune_steps, size=size))
+    rows = {}
+    for model in models:
+        for phase in phases:
+            ours_m, torch_m = (statistics.median(rates[model, phase, f]) for f in ("ours", "torch"))
+            label = f"{model} fine-tune {phase:>5}, {size}px batch {batch}"
+            print(f"{label}: ours {ours_m:6.1f} images/s (rounds: "
+                  f"{_rounds(rates[model, phase, 'ours'])}), PyTorch {torch_m:6.1f} "
+                  f"(rounds: {_rounds(rates[model, phase, 'torch'])})")
+            print(f"{label}: ours / PyTorch = {ours_m / torch_m:.2f} on {cpu}")
+            rows[f"{model}_{phase}"] = {"ours": round(ours_m, 2), "pytorch": round(torch_m, 2),
+                                        "ours_over_pytorch": round(ours_m / torch_m, 3)}
+    results["finetune_224"] = {"batch": batch, "rounds": args.rounds,
+                               "steps": args.finetune_steps, "rows": rows}
 
 
 def _gpu_rows(args, results):
-    import train
+    from train import console
 
-    tf = train.import_tensorflow_quietly()
+    tf = console.import_tensorflow_quietly()
 
     if not tf.config.list_physical_devices("GPU"):
         print("ResNet-50 mixed precision + XLA: skipped (no GPU).")
