@@ -99,8 +99,9 @@ def _env(tmp_path, data_dir=None):
     """Environment of a block: the repository importable, this interpreter as `python`."""
     shim = tmp_path / "bin"
     shim.mkdir(exist_ok=True)
-    if not (shim / "python").exists():
-        (shim / "python").symlink_to(sys.executable)
+    if not (shim / "python").exists():  # a script, not a link: a venv is found from its path
+        (shim / "python").write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+        (shim / "python").chmod(0o755)
     return {**os.environ, "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}",
             "PYTHONPATH": os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p),
             "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", "MPLBACKEND": "Agg",
@@ -376,3 +377,27 @@ def test_quickstart_is_the_ci_contract():
                                          ["bash", "scripts/test.sh"]]
     with open(os.path.join(REPO, ".ci", "run")) as f:
         assert "bash scripts/test.sh" in f.read()
+
+
+@pytest.mark.slow
+def test_readme_export_commands_run(fashion_dir, tmp_path):
+    """The README's export block as written, on a quickstart run cut to 70 steps (the block's
+    flags are checked in the default suite; this runs them: a few minutes on 2 cores)."""
+    from PIL import Image
+
+    from train import data
+
+    (block,) = [b for b in read_blocks("README.md") if "python -m export.predict" in b.source
+                and b.pending is None]
+    run = ["python", "-m", "train", "--recipe=quickstart", "--scale=0.05",  # 70 steps
+           "--run_dir=runs/quickstart"]
+    _run(["bash", "-e", "-c", shlex.join(run)], tmp_path, shlex.join(run), fashion_dir)
+    test, info = data.load("fashion_mnist", "test[:100]", data_dir=fashion_dir)
+    for image, label in test.as_numpy_iterator():  # shirt.png, boot.png: images of those classes
+        name = {"Shirt": "shirt.png", "Ankle boot": "boot.png"}.get(info.class_names[label])
+        if name:
+            Image.fromarray(image[..., 0]).save(tmp_path / name)
+    assert (tmp_path / "shirt.png").exists() and (tmp_path / "boot.png").exists()
+    out = _run(["bash", "-e", "-c", block.source], tmp_path, block.id, fashion_dir)
+    assert os.path.isfile(tmp_path / "runs/quickstart/export/model_int8.tflite")
+    assert "shirt.png: " in out and "boot.png: " in out, out[-2000:]
