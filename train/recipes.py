@@ -207,6 +207,20 @@ class Recipe:
         return self.replace(steps=total, head_steps=head, warmup_steps=warmup, epochs=0.0,
                             head_epochs=0.0, warmup_epochs=0.0)
 
+    def with_steps(self, steps) -> "Recipe":
+        """This recipe `steps` steps long (what `--steps=N` means): a length in epochs becomes
+        steps, its head phase and warm-up keeping their share of the run (rounded, at least 1)."""
+        if not self.epochs:
+            return self.replace(steps=steps)
+        steps = _coerce("steps", steps)
+
+        def share(epochs, default):
+            return max(1, round(steps * epochs / self.epochs)) if epochs else default
+
+        return self.replace(steps=steps, head_steps=share(self.head_epochs, self.head_steps),
+                            warmup_steps=share(self.warmup_epochs, self.warmup_steps),
+                            epochs=0.0, head_epochs=0.0, warmup_epochs=0.0)
+
     @property
     def peak_lr(self) -> float:
         """The learning rate after warm-up: `lr`, linearly scaled when `lr_base_batch` > 0."""

@@ -280,3 +280,13 @@ def test_weights_normalization_names_are_the_transfer_modules():
     from keras_resnet.weights import transfer
 
     assert set(recipes.WEIGHTS_NORMALIZATIONS) == {"auto", *transfer.NORMALIZATION_MODES}
+
+
+def test_with_steps_keeps_the_phases_share():
+    """--steps=N on the finetune recipe: 8 epochs with 2 head-only and 1 of warm-up become N
+    steps with a quarter head-only and an eighth of warm-up; step-based recipes just change
+    steps."""
+    r = recipes.FINETUNE.with_steps("400")
+    assert (r.total_steps, r.phase_boundaries, r.warmup_iterations, r.epochs) == (
+        400, (100,), 50, 0.0)
+    assert recipes.SMOKE.with_steps(300) == recipes.resolve("smoke", steps=300)
