@@ -193,8 +193,9 @@ def _scan(root, bad_images, holdout):
     if tree.skipped and (root, tree.skipped) not in _WARNED:
         _WARNED.add((root, tree.skipped))
         shown = "; ".join(f"{s.path} ({s.reason})" for s in tree.skipped[:10])
-        logging.warning("%d broken image(s) in %s left out: %s%s", len(tree.skipped), root,
-                        shown, " ..." if len(tree.skipped) > 10 else "")
+        logging.warning("%d broken image(s) in %s left out (all listed in the run directory's "
+                        "folder.json): %s%s", len(tree.skipped), root, shown,
+                        " ..." if len(tree.skipped) > 10 else "")
     return tree
 
 
