@@ -1,30 +1,12 @@
 """README.md and docs/*.md: every code block runs, or is checked, or says why it cannot be.
 
-A marker on the line before a fenced block (blank lines between are allowed) says how the block
-is tested; a block without one is run:
-
-    <!-- docs-test: run -->                 the default: a ```python block runs in a fresh
-                                            interpreter (cwd a temporary folder, TF quiet, no
-                                            GPU); a ```bash block runs in bash -e there, with
-                                            `python` being this interpreter
-    <!-- docs-test: slow -->                run, with Fashion-MNIST prepared ($KERAS_RESNET_DATA),
-                                            only under `pytest -m slow`
-    <!-- docs-test: flags -->               each command is parsed by its own command line and
-                                            stopped before it does any work: `python -m MOD ...`
-                                            and `python FILE.py ...` (absl flags with their
-                                            validators, argparse; a `train` command also
-                                            resolves its recipe, an `export` command its spec),
-                                            `bash scripts/X.sh` (bash -n, and the flags of each
-                                            python command inside it), `pip install -e ".[x]"`
-                                            (the extras exist in setup.py)
-    <!-- docs-test: skip KIND: reason -->   not run, for KIND in SKIP_KINDS (a GPU, the network,
-                                            a long run, an Android phone)
-    <!-- docs-test: flags pending=21,23 --> features of issues 21 and 23 that have not landed:
-                                            expected to fail (strict xfail); once it passes the
-                                            test fails, asking to remove `pending=...`.
-
-Fences in ```text (layouts, printed output) are not code and need no marker. Python blocks take
-about 5 s each (importing Keras): keep the runnable ones few and small.
+A marker on the line before a fenced block says how (docs/testing-docs.md has the table):
+`<!-- docs-test: run -->` (the default: python blocks run in a fresh interpreter, bash blocks in
+bash -e, cwd a temporary folder), `slow` (run with Fashion-MNIST, under -m slow), `flags` (each
+command parsed by its own command line and stopped before it works; scripts get bash -n and
+their commands' flags; pip lines their extras), `skip KIND: reason` (KIND in SKIP_KINDS), and
+`pending=N[,M]` after a mode for a feature of issue N not landed yet (strict xfail). ```text
+blocks are not code. Python blocks take about 5 s each (importing Keras): keep them few.
 """
 
 import ast
@@ -305,7 +287,7 @@ def test_code_block(block, tmp_path, request):
     if block.mode == "skip":
         kind = block.reason.split(":", 1)[0]
         assert kind in SKIP_KINDS and ":" in block.reason, (
-            f"{block.id}: write `skip KIND: reason` with KIND in {SKIP_KINDS}; got {block.reason!r}")
+            f"{block.id}: write `skip KIND: reason`, KIND in {SKIP_KINDS}; got {block.reason!r}")
         pytest.skip(f"{block.id}: {block.reason}")
     if block.lang in NOT_CODE:
         assert block.mode == "run", f"{block.id}: a ```text block is not code: drop its marker"
