@@ -117,7 +117,7 @@ def test_export_verifies_on_the_test_split(sliced_run, fashion_dir, keras_model,
     _check_test_split(report, keras_model, tfds_arrays)
 
 
-@pytest.mark.slow  # QAT and pruning, converted and verified: about 100 s on 2 busy cores
+@pytest.mark.slow  # QAT and pruning, converted and verified: about 2 minutes on 2 busy cores
 def test_fine_tuned_formats_share_one_stream_of_the_train_split(
         sliced_run, fashion_dir, keras_model, tfds_arrays, tmp_path, monkeypatch):
     spec = _spec(fashion_dir, formats=("float32", "pruned", "qat"), fine_tune_steps=2,
