@@ -20,7 +20,7 @@ from absl import app, flags
 from export import tflite_metadata
 from export.formats import LUMA
 from export.verify import TFLiteModel
-from train import folders, views
+from train import image_files, views
 
 flags.DEFINE_integer("top_k", 3, "Classes to print per image.")
 flags.DEFINE_integer("num_threads", 2, "TFLite interpreter threads.")
@@ -28,12 +28,12 @@ flags.DEFINE_integer("num_threads", 2, "TFLite interpreter threads.")
 
 def read_image(path, channels):
     """uint8 (h, w, channels) from a PNG, JPEG, BMP, GIF, WebP or TIFF file, upright as the
-    phone's camera shows it (EXIF orientation applied): the folder rules of `train.folders`,
-    so a photo is seen here as training saw it."""
+    phone's camera shows it (EXIF orientation applied): `train.image_files.decode`, the reader
+    of training's photo folders, so a photo is seen here as training saw it."""
     if not os.path.isfile(path):
         raise ValueError(f"{path} is not a file: expected an image (PNG, JPEG, BMP, GIF, WebP, "
                          "TIFF).")
-    return folders.decode(path, channels).numpy()
+    return image_files.decode(path, channels).numpy()
 
 
 class Classifier:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from train import augment, data, folders, pipeline, views
+from train import augment, data, image_files, pipeline, views
 
 SOURCE = data.FASHION_MNIST_SOURCE
 needs_debian_files = pytest.mark.skipif(
@@ -439,8 +439,8 @@ def test_header_sizes_match_the_decoded_images(tmp_path, fmt, ext, mode):
         Image.fromarray(pixels).convert(mode).save(tmp_path / f"{i}.{ext}", format=fmt)
     for i, (h, w) in enumerate([(17, 23), (40, 9)]):
         path = str(tmp_path / f"{i}.{ext}")
-        assert folders.check(path)[1:3] == (h, w)  # from the header
-        decoded = folders.decode(path).numpy()
+        assert image_files.check(path)[1:3] == (h, w)  # from the header
+        decoded = image_files.decode(path).numpy()
         assert decoded.shape == (h, w, 3) and decoded.dtype == np.uint8  # RGB, whatever mode
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from train import data, folders, pipeline
+from train import data, folders, image_files, pipeline
 
 SOURCE = data.FASHION_MNIST_SOURCE
 pytestmark = pytest.mark.skipif(
@@ -180,7 +180,7 @@ def test_image_modes_and_formats_decode_to_rgb_like_pil(tmp_path, mode, ext):
     ds, info = data.load(f"folder:{root}", "train")
     assert info.folder.skipped == () and info.image_shape == (24, 31, 3)
     for (x, _), im in zip(read_all(ds), info.folder.splits["train"]):
-        reference = folders.pil_read(os.path.join(root, im.path))
+        reference = image_files.pil_read(os.path.join(root, im.path))
         if ext == "jpg":  # TF's and PIL's JPEG decoders: DECODER_FLOOR
             assert np.abs(x.astype(int) - reference).mean() < DECODER_FLOOR
         else:
@@ -216,7 +216,7 @@ def test_exif_orientation_matches_pil_exif_transpose(tmp_path):
                 reference = np.asarray(ImageOps.exif_transpose(f).convert("RGB"))
             assert x.shape == reference.shape == (im.height, im.width, 3), im.path
             assert np.abs(x.astype(int) - reference).mean() < DECODER_FLOOR, im.path
-            decoded = folders.decode(os.path.join(root, im.path)).numpy()  # predict's reader
+            decoded = image_files.decode(os.path.join(root, im.path)).numpy()  # predict's reader
             np.testing.assert_array_equal(decoded, x)
     upright = {im.path: (im.height, im.width) for v in tree.splits.values() for im in v}
     assert {p: hw for p, hw in upright.items() if p.startswith("a/")} == {
