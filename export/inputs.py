@@ -58,6 +58,16 @@ class Source:
         """The split the run was tested on (verification); 'test' without a run."""
         return self.recipe.test_split if self.recipe else "test"
 
+    @property
+    def folder_options(self) -> dict:
+        """The run's folder rules as `train.data.load` keywords (bad images, held-out
+        fraction: training's own, `train.session.folder_options`); {} without a run."""
+        if not self.recipe:
+            return {}
+        from train import session
+
+        return session.folder_options(self.recipe)
+
 
 def load_source(source) -> Source:
     """A `Source` from a Keras model, a `.keras` file or a run directory of `python -m train`."""
@@ -95,7 +105,7 @@ class ExportData:
         padding (gray images as three equal channels). raw: the test images as stored, in
         same-size groups [(indices, uint8 (n, h0, w0, C))], for the SavedModel's signature.
     calibration / calibration_frames: the same two forms of the first training images.
-    augment: the fine-tunes' augmentation.
+    augment: the fine-tunes' augmentation; folder_options: `Source.folder_options`.
     """
 
     info: object
@@ -111,6 +121,7 @@ class ExportData:
     augment: str
     dataset: str
     train_split: str
+    folder_options: dict
 
     @property
     def all_images(self) -> bool:
@@ -174,13 +185,15 @@ def load_data(dataset, shape, spec, source: Source | None = None) -> ExportData:
     from train import data, pipeline
 
     source = source or Source(model=None)
-    train_raw, train_info = data.load(dataset, source.train_split, data_dir=spec.data_dir)
+    options = source.folder_options
+    train_raw, train_info = data.load(dataset, source.train_split, data_dir=spec.data_dir,
+                                      **options)
     if train_info.image_shape[-1] not in (None, shape[-1]):
         raise ValueError(f"Dataset {dataset!r} has {train_info.image_shape[-1]}-channel images "
                          f"but the model takes {tuple(shape)}: pick the dataset the model was "
                          "trained on.")
     view = evaluation_view(train_info, source, shape)
-    test_raw, info = data.load(dataset, source.test_split, data_dir=spec.data_dir)
+    test_raw, info = data.load(dataset, source.test_split, data_dir=spec.data_dir, **options)
     available = int(info.num_examples)
     n = min(spec.eval_images, available)
     test = _first(test_raw, info, n, view)
@@ -191,7 +204,8 @@ def load_data(dataset, shape, spec, source: Source | None = None) -> ExportData:
     augment = spec.augment or (source.recipe.augment if source.recipe else None) or "none"
     return ExportData(info, view, source.test_split, available, inputs, labels,
                       as_frames(_inner(test, view)), _raw_groups(test_raw, n), calibration,
-                      as_frames(_inner(calib, view)), augment, dataset, source.train_split)
+                      as_frames(_inner(calib, view)), augment, dataset, source.train_split,
+                      options)
 
 
 def _inner(examples, view):
@@ -212,7 +226,8 @@ def train_stream(data: ExportData, spec):
     from train import data as data_lib
     from train import pipeline
 
-    ds, info = data_lib.load(data.dataset, data.train_split, data_dir=spec.data_dir)
+    ds, info = data_lib.load(data.dataset, data.train_split, data_dir=spec.data_dir,
+                             **data.folder_options)
     examples = pipeline.prepare(ds, info, data.view, data.augment)
     return pipeline.train_batches(examples, batch_size=spec.fine_tune_batch_size,
                                   augment=data.augment, seed=spec.seed, shuffle_buffer=5000)

@@ -174,3 +174,27 @@ def test_every_row_names_what_it_needs():
     assert {r.name for r in spec_lib.FORMAT_TABLE if r.fine_tune} == {"qat", "pruned"}
     with pytest.raises(ValueError, match="writer 'coreml'"):
         spec_lib.Format("x", "x.mlmodel", writer="coreml")
+
+
+def test_a_folder_without_a_test_split_is_held_out_by_the_runs_own_rule(tmp_path):
+    """A tree ROOT/<class>/*.png: training holds `recipe.holdout` of each class out as 'test';
+    export reads the same split (held-out count per class, and every image exactly once)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    written = {}
+    for name in ("cats", "dogs"):
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        for i in range(6):
+            image = rng.integers(0, 256, (8, 8, 3), np.uint8)
+            Image.fromarray(image).save(tmp_path / "photos" / name / f"{i}.png")
+            written[image.tobytes()] = name
+    recipe = recipes.resolve("smoke", dataset=f"folder:{tmp_path / 'photos'}", augment="none",
+                             holdout=0.5)
+    data = export.load_data(recipe.dataset, (8, 8, 3), export.ExportSpec(calibration_images=100),
+                            inputs.Source(None, recipe=recipe))
+    assert np.bincount(data.eval_labels).tolist() == [3, 3]  # half of each class, not 20%
+    seen = [x.tobytes() for x in np.concatenate([data.frames, data.calibration_frames])]
+    assert sorted(seen) == sorted(written)  # test and calibration: disjoint, all of them
+    names = data.info.class_names
+    assert [written[x.tobytes()] for x in data.frames] == [names[y] for y in data.eval_labels]
