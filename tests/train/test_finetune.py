@@ -234,8 +234,9 @@ def run(calls, save=None, path=None):
 
 out = sys.argv[1]
 print("straight", run([4, 4]))
-print("head", run([2, 4], path=run([2], save=out + "/head")))      # stopped in the head phase
-print("whole", run([2], path=run([4, 2], save=out + "/whole")))   # stopped in the whole net
+in_head = run([2], save=out + "/head")                       # stopped in the head phase,
+in_whole = run([2, 2], save=out + "/whole", path=in_head)    # then in the whole-net phase
+print("resumed", run([2], path=in_whole))
 """
 
 
@@ -246,7 +247,7 @@ def test_resume_in_either_phase_ends_bitwise_equal(tmp_path, helpers):
     the variables of both phases."""
     out = helpers.run_python(RESUME, tmp_path, timeout=300).stdout.split()
     digests = dict(zip(out[::2], out[1::2]))
-    assert len(digests) == 3 and len(set(digests.values())) == 1, digests
+    assert len(digests) == 2 and len(set(digests.values())) == 1, digests
 
 
 # ------------------------------------------------------------ views, crops, weights
