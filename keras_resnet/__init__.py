@@ -18,13 +18,44 @@ from keras_resnet.analysis import count_multiply_adds, feature_extractor, stage_
 from keras_resnet.builder import build_resnet
 from keras_resnet.layers import FusedBatchNormalization, ImageNormalization, ZeroPadShortcut
 from keras_resnet.preprocessing import Normalization, decode_predictions, preprocess_input
-from keras_resnet.variants import (ARCHS, Arch, Plain18, Plain20, Plain32, Plain34, Plain44, Plain50,
-                                   Plain56, Plain101, Plain110, Plain152, Plain1202, ResNet,
-                                   ResNet18, ResNet20, ResNet32, ResNet34, ResNet44, ResNet50,
-                                   ResNet50V2, ResNet56, ResNet101, ResNet101V2, ResNet110,
-                                   ResNet152, ResNet152V2, ResNet1202, create, resolve)
-from keras_resnet.weights.transfer import (PretrainedWeights, TransferReport, load_pretrained,
-                                           resolve_pretrained)
+from keras_resnet.variants import (
+    ARCHS,
+    Arch,
+    Plain18,
+    Plain20,
+    Plain32,
+    Plain34,
+    Plain44,
+    Plain50,
+    Plain56,
+    Plain101,
+    Plain110,
+    Plain152,
+    Plain1202,
+    ResNet,
+    ResNet18,
+    ResNet20,
+    ResNet32,
+    ResNet34,
+    ResNet44,
+    ResNet50,
+    ResNet50V2,
+    ResNet56,
+    ResNet101,
+    ResNet101V2,
+    ResNet110,
+    ResNet152,
+    ResNet152V2,
+    ResNet1202,
+    create,
+    resolve,
+)
+from keras_resnet.weights.transfer import (
+    PretrainedWeights,
+    TransferReport,
+    load_pretrained,
+    resolve_pretrained,
+)
 
 __version__ = "0.1.0"
 

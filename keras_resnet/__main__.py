@@ -23,7 +23,8 @@ def main():
     for name in names:
         arch = keras_resnet.ARCHS[name]
         size = arch.default_size
-        model = keras_resnet.create(name, weights=None, classes=10 if arch.stem == "cifar" else 1000,
+        classes = 10 if arch.stem == "cifar" else 1000
+        model = keras_resnet.create(name, weights=None, classes=classes,
                                     input_shape=(size, size, 3))
         trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
         row = (f"{name:<12} {f'{size}x{size}':>9} {trainable / 1e6:>10.2f}M "

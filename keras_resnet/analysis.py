@@ -51,7 +51,8 @@ def stage_names(model):
     if "post_relu" in names and out:
         out[max(out)] = "post_relu"
     if not out:
-        raise ValueError(f"{model.name} has no ResNet stages (no layers named conv<i>_block<j>_out).")
+        raise ValueError(f"{model.name} has no ResNet stages (no layers named "
+                         "conv<i>_block<j>_out).")
     return dict(sorted(out.items()))
 
 

@@ -133,12 +133,14 @@ BLOCKS = {
 }
 
 
-def stack(x, block, filters, blocks, stride, name, shortcut, bn, stride_in="1x1", stride_at="first"):
+def stack(x, block, filters, blocks, stride, name, shortcut, bn, stride_in="1x1",
+          stride_at="first"):
     """One stage `name` (conv2..conv5): `blocks` blocks, the stage's stride on its first block
     (the paper) or its last (keras.applications V2)."""
     for i in range(1, blocks + 1):
         strided = i == (1 if stride_at == "first" else blocks)
         x = BLOCKS[block](
-            x, filters, stride if strided else 1, shortcut, f"{name}_block{i}", bn, stride_in=stride_in
+            x, filters, stride if strided else 1, shortcut, f"{name}_block{i}", bn,
+            stride_in=stride_in
         )
     return x

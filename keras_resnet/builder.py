@@ -44,7 +44,8 @@ def _input_layer(input_tensor, input_shape, default_size, min_size, include_top,
     width) under channels_first, as in keras.applications.
     """
     first = data_format == "channels_first"
-    order = f"{data_format}: (channels, height, width)" if first else f"{data_format}: (height, width, channels)"
+    dims = "(channels, height, width)" if first else "(height, width, channels)"
+    order = f"{data_format}: {dims}"
     default_shape = (3, default_size, default_size) if first else (default_size, default_size, 3)
     if input_tensor is not None and input_shape is None:
         input_shape = tuple(input_tensor.shape[1:])
@@ -75,7 +76,8 @@ def _input_layer(input_tensor, input_shape, default_size, min_size, include_top,
         return layers.Input(shape=input_shape, name="input_layer")
     if not keras.backend.is_keras_tensor(input_tensor):
         raise ValueError(
-            f"`input_tensor` must be a Keras tensor (from keras.Input); received {type(input_tensor)}."
+            "`input_tensor` must be a Keras tensor (from keras.Input); received "
+            f"{type(input_tensor)}."
         )
     return input_tensor
 
@@ -231,7 +233,8 @@ def build_resnet(stages, block="bottleneck", *, stem="imagenet", shortcut="B", l
 
     # Keras walks the graph recursively (ResNet-1202: ~4,000 layers), also when loading it.
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 200 * sum(s[1] for s in stages) + 2000))
-    inputs = keras.utils.get_source_inputs(input_tensor) if input_tensor is not None else [img_input]
+    inputs = ([img_input] if input_tensor is None
+              else keras.utils.get_source_inputs(input_tensor))
     inputs = inputs[0] if len(inputs) == 1 else inputs  # a single input is called unwrapped
     model = keras.Model(inputs, x, name=name)
 

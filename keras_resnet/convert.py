@@ -5,9 +5,10 @@
 
 writes DIR/<model>_<tag>.weights.h5 (Keras 3 format, for a v1.5 model) and
 DIR/<model>_<tag>.json (source, URL, license, preprocessing, top-1, sha256 of the source file),
-so the result ships and loads offline: `keras_resnet.ResNet50(weights=".../resnet50_tv2_in1k.weights.h5",
-variant="v1.5")`. A tag is fetched into the Keras cache first (offline: put the file where the
-error says); a local `.pth` needs torch.
+so the result ships and loads offline:
+`keras_resnet.ResNet50(weights=".../resnet50_tv2_in1k.weights.h5", variant="v1.5")`.
+A tag is fetched into the Keras cache first (offline: put the file where the error says); a
+local `.pth` needs torch.
 """
 
 import json
@@ -90,7 +91,8 @@ def convert(model_name, weights, out_dir, tag=None):
                                          zip(layer.get_weights(), saved.get(layer.name, []))):
                 raise RuntimeError(f"Saved weights of {layer.name} differ from the model's.")
         meta = _sidecar(model_name, tag, row, src, registry.file_digest(src, "sha256"), classes)
-        meta.update(keras_file=os.path.basename(base) + ".weights.h5", keras_version=keras.__version__)
+        meta.update(keras_file=os.path.basename(base) + ".weights.h5",
+                    keras_version=keras.__version__)
         with open(os.path.join(tmp, "w.json"), "w") as f:
             json.dump(meta, f, indent=2)
         shutil.move(h5, base + ".weights.h5")

@@ -17,7 +17,8 @@ def standardize_data_format(data_format=None):
     """`data_format`, or Keras' global `image_data_format()` when None; checks the value."""
     value = keras.config.image_data_format() if data_format is None else str(data_format).lower()
     if value not in DATA_FORMATS:
-        raise ValueError(f"Unknown data_format {data_format!r}: expected one of {list(DATA_FORMATS)}.")
+        raise ValueError(f"Unknown data_format {data_format!r}: expected one of "
+                         f"{list(DATA_FORMATS)}.")
     return value
 
 
@@ -67,7 +68,9 @@ class ZeroPadShortcut(keras.layers.Layer):
         else:
             b, h, w, _ = input_shape
         h, w = (None if d is None else -(-d // s) for d in (h, w))
-        return (b, self.filters, h, w) if self.data_format == "channels_first" else (b, h, w, self.filters)
+        if self.data_format == "channels_first":
+            return (b, self.filters, h, w)
+        return (b, h, w, self.filters)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "strides": self.strides,
@@ -84,7 +87,8 @@ def _normalization_array(what, value):
     try:
         array = np.array(value, dtype=np.float64)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"ImageNormalization `{what}` must be numbers; received {what}={value!r}.") from e
+        raise ValueError(f"ImageNormalization `{what}` must be numbers; received "
+                         f"{what}={value!r}.") from e
     if array.ndim not in (0, 1, 3):
         raise ValueError(
             f"ImageNormalization `{what}` must be a scalar, a per-channel sequence (C,) or a "
@@ -114,7 +118,8 @@ class ImageNormalization(keras.layers.Layer):
         self._mean = _normalization_array("mean", mean)
         self._std = _normalization_array("std", std)
         if not (self._std > 0).all():
-            raise ValueError(f"ImageNormalization `std` must be > 0 everywhere; received std={std!r}.")
+            raise ValueError("ImageNormalization `std` must be > 0 everywhere; received "
+                             f"std={std!r}.")
         try:
             np.broadcast_shapes(self._mean.shape, self._std.shape)
         except ValueError:
@@ -143,8 +148,9 @@ class ImageNormalization(keras.layers.Layer):
 
     def build(self, input_shape):
         if len(input_shape) != 4:
-            raise ValueError(f"ImageNormalization {self.name!r} takes a batch of images (B, H, W, C) "
-                             f"or (B, C, H, W); received input shape {input_shape}.")
+            raise ValueError(f"ImageNormalization {self.name!r} takes a batch of images "
+                             "(B, H, W, C) or (B, C, H, W); received input shape "
+                             f"{input_shape}.")
         first = self.data_format == "channels_first"
         image = tuple(input_shape[2:]) + (input_shape[1],) if first else tuple(input_shape[1:])
         for what, array in (("mean", self._mean), ("std", self._std)):

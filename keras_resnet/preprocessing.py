@@ -30,7 +30,8 @@ MODES = {
 
 
 def normalization_constants(mode, mean=None, std=None):
-    """(mean, std, reverse_channels) in pixel units for a mode; "torch" takes custom [0,1] mean/std."""
+    """(mean, std, reverse_channels) in pixel units for a mode; "torch" takes custom [0,1]
+    mean/std."""
     if mode not in MODES:
         raise ValueError(
             f"Unknown preprocessing mode {mode!r}: expected one of {sorted(MODES)} "

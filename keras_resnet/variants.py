@@ -61,7 +61,8 @@ def cifar_arch(depth, plain=False):
         raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, 32, ...); "
                          f"received depth={depth!r}.")
     n = (depth - 2) // 6
-    name = f"{'plain' if plain else 'resnet'}{depth}" + ("_cifar" if depth in IMAGENET_DEPTHS else "")
+    suffix = "_cifar" if depth in IMAGENET_DEPTHS else ""
+    name = f"{'plain' if plain else 'resnet'}{depth}{suffix}"
     return Arch(name, "basic", ((16, n, 1), (32, n, 2), (64, n, 2)), stem="cifar",
                 shortcut=None if plain else "A", layout="v1.5", default_size=32)
 
@@ -135,7 +136,8 @@ def model_signature(leading=(), extra=None, **defaults):
         return ROW_DEFAULTS[name] if name in ROW_DEFAULTS else builder[name].default
 
     params = [kind(n, kind.POSITIONAL_OR_KEYWORD) for n in leading]
-    params += [kind(n, kind.POSITIONAL_OR_KEYWORD, default=default(n)) for n in APPLICATIONS_ARGUMENTS]
+    params += [kind(n, kind.POSITIONAL_OR_KEYWORD, default=default(n))
+               for n in APPLICATIONS_ARGUMENTS]
     params += [kind(n, kind.KEYWORD_ONLY, default=d) for n, d in (extra or {}).items()]
     params += [kind(n, kind.KEYWORD_ONLY, default=default(n)) for n in OPTIONS]
     return inspect.Signature(params)
@@ -251,7 +253,8 @@ _DOC = """{title} ({ref}).
     """
 _CAFFE = ('weights="imagenet": keras.applications\' file (He et al.\'s Caffe model). Inputs need '
           '`preprocess_input(x, mode="caffe")`: RGB->BGR and ImageNet mean subtraction.')
-_TF = 'weights="imagenet": keras.applications\' file. Inputs need `preprocess_input(x, mode="tf")`: scaled to [-1, 1].'
+_TF = ('weights="imagenet": keras.applications\' file. Inputs need '
+       '`preprocess_input(x, mode="tf")`: scaled to [-1, 1].')
 
 
 def _named(arch_name, title, ref, weights_doc="weights=None: random He-normal initialization."):
@@ -266,11 +269,14 @@ def _named(arch_name, title, ref, weights_doc="weights=None: random He-normal in
     return fn
 
 
-_TIMM_A1 = ('weights="imagenet" (the default) is timm\'s "a1_in1k" set ({top1}% top-1, Apache-2.0), '
+_TIMM_A1 = ('weights="imagenet" (the default) is timm\'s "a1_in1k" set ({top1}% top-1, '
+            'Apache-2.0), '
             'the best permissive one; "tv_in1k" is torchvision\'s. Inputs need '
             '`preprocess_input(x, mode="torch")`, or pass include_preprocessing=True.')
-ResNet18 = _named("resnet18", "ResNet18", "Table 1, 18-layer; basic blocks", _TIMM_A1.format(top1=71.5))
-ResNet34 = _named("resnet34", "ResNet34", "Table 1, 34-layer; basic blocks", _TIMM_A1.format(top1=76.4))
+ResNet18 = _named("resnet18", "ResNet18", "Table 1, 18-layer; basic blocks",
+                  _TIMM_A1.format(top1=71.5))
+ResNet34 = _named("resnet34", "ResNet34", "Table 1, 34-layer; basic blocks",
+                  _TIMM_A1.format(top1=76.4))
 ResNet50 = _named("resnet50", "ResNet50", "Table 1, 50-layer; bottleneck blocks", _CAFFE)
 ResNet101 = _named("resnet101", "ResNet101", "Table 1, 101-layer; bottleneck blocks", _CAFFE)
 ResNet152 = _named("resnet152", "ResNet152", "Table 1, 152-layer; bottleneck blocks", _CAFFE)

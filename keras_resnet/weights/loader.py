@@ -24,7 +24,8 @@ def _read_legacy(group):
     for name in group.attrs["layer_names"]:
         name = name.decode() if isinstance(name, bytes) else str(name)
         wnames = group[name].attrs.get("weight_names", [])
-        arrays = [np.asarray(group[name][w.decode() if isinstance(w, bytes) else w]) for w in wnames]
+        arrays = [np.asarray(group[name][w.decode() if isinstance(w, bytes) else w])
+                  for w in wnames]
         if arrays:
             out[name] = arrays
     return out
@@ -57,7 +58,8 @@ def read_h5(path):
         raise ValueError(
             f"{path} is not a readable Keras weights file (truncated or corrupt?): {e}"
         ) from e
-    raise ValueError(f"{path} is an HDF5 file but holds no Keras weights (no layer_names, no layers/).")
+    raise ValueError(f"{path} is an HDF5 file but holds no Keras weights (no layer_names, no "
+                     "layers/).")
 
 
 def assign_weights(model, weights, skip=()):
@@ -157,7 +159,8 @@ def read_keras_file(path):
     try:
         return read_h5(data)
     except ValueError as e:
-        raise ValueError(f"{path}: its model.weights.h5 holds no readable Keras weights ({e}).") from e
+        raise ValueError(f"{path}: its model.weights.h5 holds no readable Keras weights "
+                         f"({e}).") from e
 
 
 def load_weights(model, weights, weight_set=None):

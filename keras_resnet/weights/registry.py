@@ -200,13 +200,15 @@ def fetch(row, include_top=True):
     if not os.path.exists(path):
         try:
             _check_reachable(url)
-            keras.utils.get_file(os.path.basename(path), url, cache_dir=os.path.dirname(cache_dir()),
+            keras.utils.get_file(os.path.basename(path), url,
+                                 cache_dir=os.path.dirname(cache_dir()),
                                  cache_subdir="models")
         except Exception as e:  # noqa: BLE001 - any download failure gets the same advice
             if os.path.exists(path):
                 os.remove(path)
             raise OSError(
-                f"Could not download the {row.model} weights {row.tag!r} ({os.path.basename(path)}) "
+                f"Could not download the {row.model} weights {row.tag!r} "
+                f"({os.path.basename(path)}) "
                 f"from {url}: {e}. Offline, download that file on a machine with network and "
                 f"put it at {path} (or set KERAS_HOME), or pass weights=<local path>."
             ) from e

@@ -73,27 +73,25 @@ def keras_model_preprocessing(path, channels):
     except (zipfile.BadZipFile, KeyError, OSError, ValueError) as e:
         raise ValueError(f"{path} is not a readable .keras model (no config.json): {e}") from e
     layers = config.get("config", {}).get("layers", [])
-    size = None
-    for layer in layers:
-        if layer.get("class_name") == "InputLayer":
-            shape = layer["config"].get("batch_shape") or layer["config"].get("batch_input_shape")
-            dims = [d for d in shape[1:] if d != channels] if shape else []
-            size = dims[0] if len(dims) == 2 and dims[0] == dims[1] else None
-            break
-    for layer in layers:
-        if layer.get("class_name") == "ImageNormalization":
-            cfg = layer["config"]
-            rev = bool(cfg.get("reverse_channels", False))
-            mean, std = per_channel(cfg["mean"], channels), per_channel(cfg["std"], channels)
-            if rev:
-                mean, std = mean[::-1], std[::-1]
-            return Normalization(mean, std), rev, size
-    return None, False, size
+    inputs = [layer["config"] for layer in layers if layer.get("class_name") == "InputLayer"]
+    norms = [layer["config"] for layer in layers if layer.get("class_name") == "ImageNormalization"]
+    first = bool(norms) and norms[0].get("data_format") == "channels_first"
+    shape = (inputs[0].get("batch_shape") or inputs[0].get("batch_input_shape")) if inputs else None
+    height, width = (shape[2:4] if first else shape[1:3]) if shape and len(shape) == 4 else (0, 1)
+    size = height if height == width else None
+    if not norms:
+        return None, False, size
+    rev = bool(norms[0].get("reverse_channels", False))
+    mean, std = (per_channel(norms[0][key], channels) for key in ("mean", "std"))
+    if rev:
+        mean, std = mean[::-1], std[::-1]
+    return Normalization(mean, std), rev, size
 
 
 def sidecar_path(path):
     """The JSON beside a converted file: `X.json` for `X.weights.h5` (or `X.<suffix>`)."""
-    base = path[: -len(".weights.h5")] if path.endswith(".weights.h5") else os.path.splitext(path)[0]
+    keras3 = path.endswith(".weights.h5")
+    base = path[: -len(".weights.h5")] if keras3 else os.path.splitext(path)[0]
     return base + ".json"
 
 
@@ -110,7 +108,8 @@ def sidecar(path):
                          "it.") from e
     named = meta.get("keras_file")
     if named is not None and named != os.path.basename(path):
-        logging.warning("Ignoring %s: it describes %s, not %s.", side, named, os.path.basename(path))
+        logging.warning("Ignoring %s: it describes %s, not %s.", side, named,
+                        os.path.basename(path))
         return None
     return meta
 

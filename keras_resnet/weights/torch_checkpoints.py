@@ -6,7 +6,8 @@ timm's `resnet18/34/50/101/152` use torchvision's module names, so one mapping s
     torch key                            Keras layer (weights in Keras order)
     conv1.weight                         conv1_conv             [kernel]
     bn1.{weight,bias,running_mean,running_var}
-                                         conv1_bn               [gamma, beta, moving_mean, moving_variance]
+                                         conv1_bn               [gamma, beta, moving_mean,
+                                                                 moving_variance]
     layer{s}.{j}.conv{k}.weight          conv{s+1}_block{j+1}_{k}_conv
     layer{s}.{j}.bn{k}.*                 conv{s+1}_block{j+1}_{k}_bn
     layer{s}.{j}.downsample.0.weight     conv{s+1}_block{j+1}_0_conv   (the projection)
@@ -26,7 +27,6 @@ import re
 import numpy as np
 
 from keras_resnet.weights.mismatch import mismatch_problems
-
 
 # --- reading -----------------------------------------------------------------------------------
 
@@ -116,7 +116,8 @@ def _slots(layer):
     shapes = [tuple(w.shape) for w in layer.weights]
     if isinstance(layer, keras.layers.BatchNormalization):
         if not (layer.scale and layer.center):
-            raise ValueError(f"{layer.name}: BatchNormalization without scale/center has no torch twin.")
+            raise ValueError(f"{layer.name}: BatchNormalization without scale/center has no "
+                             "torch twin.")
         return [(s, shapes[0], np.asarray) for s in _BN_SLOTS]
     if isinstance(layer, keras.layers.Conv2D):
         kh, kw, i, o = shapes[0]
@@ -141,7 +142,8 @@ def _check_layout(model):
         elif isinstance(layer, keras.layers.Conv2D) and layer.kernel_size == (1, 1) \
                 and layer.strides != (1, 1) and not layer.name.endswith("_0_conv"):
             wrong.append(f"{layer.name} strides its 1x1 conv")
-        elif isinstance(layer, keras.layers.BatchNormalization) and abs(layer.epsilon - 1e-5) > 1e-9:
+        elif (isinstance(layer, keras.layers.BatchNormalization)
+              and abs(layer.epsilon - 1e-5) > 1e-9):
             wrong.append(f"{layer.name} has epsilon {layer.epsilon}")
     if wrong:
         raise ValueError(

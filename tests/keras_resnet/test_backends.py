@@ -21,7 +21,8 @@ SCRIPT = textwrap.dedent("""
                                     shortcut="A" if name == "resnet20" else "B")
         model.load_weights(f"{sys.argv[2]}/{name}.weights.h5")
         x = np.load(f"{sys.argv[2]}/{name}_x.npy")
-        np.save(f"{sys.argv[2]}/{name}_{sys.argv[1]}.npy", keras.ops.convert_to_numpy(model(x, training=False)))
+        np.save(f"{sys.argv[2]}/{name}_{sys.argv[1]}.npy",
+                keras.ops.convert_to_numpy(model(x, training=False)))
 """)
 
 
@@ -62,7 +63,8 @@ def _tensorflow_imports(path):
 
     def visit(node, where):
         for child in ast.iter_child_nodes(node):
-            inner = child.name if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) else where
+            function = isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
+            inner = child.name if function else where
             names = [a.name for a in child.names] if isinstance(child, ast.Import) else \
                 [child.module or ""] if isinstance(child, ast.ImportFrom) else []
             if any(n == "tensorflow" or n.startswith("tensorflow.") for n in names):

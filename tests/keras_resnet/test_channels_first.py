@@ -56,7 +56,8 @@ SCRIPT = textwrap.dedent("""
     xt = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
     out = {}
     def run(key, model, inputs, training=False):
-        out[key] = keras.tree.map_structure(keras.ops.convert_to_numpy, model(inputs, training=training))
+        out[key] = keras.tree.map_structure(keras.ops.convert_to_numpy,
+                                            model(inputs, training=training))
     def both(build):
         keras.config.set_image_data_format("channels_last")
         last = build(x.shape[1:])
@@ -203,7 +204,8 @@ def test_multiply_adds_read_the_spatial_axes(channels_first):
     (dict(input_shape=(224, 224, 3)), r"at least 32x32.*\(224, 224, 3\).*channels_first: "
                                       r"\(channels, height, width\)"),
     (dict(input_shape=(3, 16, 16), include_top=False), r"at least 32x32.*\(3, 16, 16\)"),
-    (dict(input_shape=(3, None, None)), r"static shape.*\(3, None, None\).*input_shape=\(3, 224, 224\)"),
+    (dict(input_shape=(3, None, None)),
+     r"static shape.*\(3, None, None\).*input_shape=\(3, 224, 224\)"),
     (dict(input_shape=(None, 64, 64), include_top=False), r"channel dimension must be known"),
     (dict(input_shape=(64, 64)), r"3 entries \(channels_first: \(channels, height, width\)\)"),
 ])

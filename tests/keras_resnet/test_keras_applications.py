@@ -43,7 +43,8 @@ def test_notop_file_loads_with_pooling(tmp_path):
     ref = randomize(keras.applications.ResNet50(weights=None, include_top=False, pooling="avg",
                                                 input_shape=(96, 96, 3)), seed=3)
     path = save_legacy_h5(ref, tmp_path / "notop.h5")
-    model = keras_resnet.ResNet50(weights=path, include_top=False, pooling="avg", input_shape=(96, 96, 3))
+    model = keras_resnet.ResNet50(weights=path, include_top=False, pooling="avg",
+                                  input_shape=(96, 96, 3))
     x = np.random.default_rng(2).normal(0, 50, (2, 96, 96, 3)).astype("float32")
     expected = ref.predict(x, verbose=0)
     # Bitwise, as above (measured 0 with oneDNN and with Eigen).
@@ -60,7 +61,8 @@ def test_imagenet_tag_uses_keras_cache_and_hash(tmp_path, monkeypatch):
     path = save_legacy_h5(ref, cache / row.file_name(include_top=False))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     monkeypatch.setitem(registry._REGISTRY, ("resnet50", "imagenet"),
-                        registry.dataclasses.replace(row, file_hash_notop=registry.file_digest(path, "md5")))
+                        registry.dataclasses.replace(
+                            row, file_hash_notop=registry.file_digest(path, "md5")))
     model = keras_resnet.ResNet50(include_top=False, pooling="avg", input_shape=(64, 64, 3))
     x = np.random.default_rng(0).normal(0, 50, (1, 64, 64, 3)).astype("float32")
     expected = ref.predict(x, verbose=0)

@@ -37,7 +37,8 @@ def test_image_normalization_equals_numpy_in_both_formats(mean, std, reverse):
 
 def test_image_normalization_config_is_json_and_loads_safely(tmp_path):
     mean = RNG.uniform(0, 255, (32, 32, 3))
-    model = keras.Sequential([keras.Input((32, 32, 3)), ImageNormalization(mean, 64.0, name="norm")])
+    model = keras.Sequential([keras.Input((32, 32, 3)),
+                              ImageNormalization(mean, 64.0, name="norm")])
     config = model.get_layer("norm").get_config()
     assert np.array(config["mean"]).shape == (32, 32, 3) and config["std"] == 64.0
     model.save(tmp_path / "m.keras")
@@ -48,7 +49,8 @@ def test_image_normalization_config_is_json_and_loads_safely(tmp_path):
 
 
 def test_old_configs_load_as_channels_last():
-    """Configs written before per-pixel means and channels_first: 3-element lists, no data_format."""
+    """Configs written before per-pixel means and channels_first: 3-element lists, no
+    data_format."""
     old = {"name": "preprocessing", "trainable": True, "dtype": "float32",
            "mean": [103.939, 116.779, 123.68], "std": [1.0, 1.0, 1.0], "reverse_channels": True}
     layer = keras.saving.deserialize_keras_object(
@@ -69,7 +71,8 @@ def test_old_configs_load_as_channels_last():
                                              r"array \(H, W, C\).*received shape \(32, 3\)"),
     (dict(mean="bgr", std=1.0), r"`mean` must be numbers; received mean='bgr'"),
     (dict(mean=float("nan"), std=1.0), r"`mean` must be finite"),
-    (dict(mean=(1.0, 2.0, 3.0), std=(1.0, 2.0)), r"mean` of shape \(3,\) and `std` of shape \(2,\)"),
+    (dict(mean=(1.0, 2.0, 3.0), std=(1.0, 2.0)),
+     r"mean` of shape \(3,\) and `std` of shape \(2,\)"),
 ])
 def test_image_normalization_bad_constants(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -89,7 +92,8 @@ def test_image_normalization_checks_the_input_at_build(mean, shape, message):
 
 
 def test_image_normalization_channels_first_reads_c_h_w():
-    with pytest.raises(ValueError, match=r"\(height, width, channels\) = \(32, 32, 1\).*channels_first"):
+    with pytest.raises(ValueError,
+                       match=r"\(height, width, channels\) = \(32, 32, 1\).*channels_first"):
         keras.Sequential([keras.Input((1, 32, 32)),
                           ImageNormalization((1.0, 2.0, 3.0), 1.0, data_format="channels_first")])
     out = ImageNormalization(PER_PIXEL, 2.0, data_format="channels_first")(keras.Input((3, 6, 5)))
@@ -118,7 +122,8 @@ def test_without_a_registered_kernel_the_fused_layer_is_the_parent_bitwise(monke
     monkeypatch.setattr(keras_resnet.layers, "FUSED_TRAINING_KERNELS", {})
     rng = np.random.default_rng(5)
     x = rng.normal(2, 3, (4, 8, 8, 16)).astype("float32")
-    fused, plain = FusedBatchNormalization(momentum=0.9), keras.layers.BatchNormalization(momentum=0.9)
+    fused = FusedBatchNormalization(momentum=0.9)
+    plain = keras.layers.BatchNormalization(momentum=0.9)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(fused(x, training=True)),
                                   keras.ops.convert_to_numpy(plain(x, training=True)))
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(fused.moving_variance),

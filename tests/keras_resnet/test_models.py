@@ -11,7 +11,8 @@ def trainable(model):
     return int(sum(np.prod(w.shape) for w in model.trainable_weights))
 
 
-@pytest.mark.parametrize("depth, printed", [(20, 0.27), (32, 0.46), (44, 0.66), (56, 0.85), (110, 1.7)])
+@pytest.mark.parametrize("depth, printed",
+                         [(20, 0.27), (32, 0.46), (44, 0.66), (56, 0.85), (110, 1.7)])
 def test_cifar_params_match_table6(depth, printed):
     model = keras_resnet.ResNet(depth, weights=None, input_shape=(32, 32, 3), classes=10)
     digits = len(str(printed).split(".")[1])
@@ -28,7 +29,8 @@ def test_resnet1202_params_match_table6_and_trains_one_step():
 
 
 # torchvision's parameter counts (BN running statistics are buffers there, not parameters).
-TORCHVISION_PARAMS = {18: 11_689_512, 34: 21_797_672, 50: 25_557_032, 101: 44_549_160, 152: 60_192_808}
+TORCHVISION_PARAMS = {18: 11_689_512, 34: 21_797_672, 50: 25_557_032, 101: 44_549_160,
+                      152: 60_192_808}
 TABLE1_MULT_ADDS = {18: 1.8e9, 34: 3.6e9, 50: 3.8e9, 101: 7.6e9, 152: 11.3e9}
 
 
@@ -99,7 +101,8 @@ def test_stage_strides_and_names_follow_table1():
     model = keras_resnet.ResNet50(weights=None, include_top=False, input_shape=(224, 224, 3))
     features = keras_resnet.feature_extractor(model)
     shapes = {k: tuple(v.shape[1:]) for k, v in features.output.items()}
-    assert shapes == {"C2": (56, 56, 256), "C3": (28, 28, 512), "C4": (14, 14, 1024), "C5": (7, 7, 2048)}
+    assert shapes == {"C2": (56, 56, 256), "C3": (28, 28, 512), "C4": (14, 14, 1024),
+                      "C5": (7, 7, 2048)}
     out = features(np.zeros((1, 224, 224, 3), "float32"))
     # The same graph and weights: bitwise (measured 0 with oneDNN and Eigen).
     np.testing.assert_array_equal(out["C5"], model(np.zeros((1, 224, 224, 3), "float32")))

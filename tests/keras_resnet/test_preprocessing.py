@@ -1,6 +1,5 @@
 """preprocess_input, include_preprocessing and decode_predictions, against keras.applications."""
 
-import json
 import os
 
 import keras
@@ -41,7 +40,8 @@ def test_normalization_layer_equals_preprocess_input_and_is_safe_to_load(tmp_pat
         layer = ImageNormalization(*normalization_constants(mode))
         # The same float32 subtract and divide as numpy's: bitwise (measured 0 both ways).
         np.testing.assert_array_equal(np.asarray(layer(x)), keras_resnet.preprocess_input(x, mode))
-    model = keras.Sequential([keras.Input((8, 8, 3)), ImageNormalization(*normalization_constants("caffe"))])
+    model = keras.Sequential([keras.Input((8, 8, 3)),
+                              ImageNormalization(*normalization_constants("caffe"))])
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
@@ -64,7 +64,8 @@ def test_decode_predictions_offline():
     preds = np.zeros((2, 1000), "float32")
     preds[0, 1], preds[0, 0], preds[1, 999] = 0.9, 0.05, 0.7
     decoded = keras_resnet.decode_predictions(preds, top=2)
-    assert decoded[0][0] == ("n01443537", "goldfish", pytest.approx(0.9))  # float32(0.9): 2.4e-8 off
+    # float32(0.9) is 2.4e-8 off 0.9
+    assert decoded[0][0] == ("n01443537", "goldfish", pytest.approx(0.9))
     assert decoded[0][1][:2] == ("n01440764", "tench")
     assert decoded[1][0][:2] == ("n15075141", "toilet_tissue")
     with pytest.raises(ValueError, match=r"shape \(2, 10\)"):

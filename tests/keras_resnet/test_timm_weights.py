@@ -85,7 +85,8 @@ def assert_same_logits(ours, theirs):
     diff = np.abs(ours - theirs).max()
     print(f"keras vs torch: max |diff| / max |logit| = {diff / scale:.2e}")  # shown with -s
     assert diff <= 1e-4 * scale, f"max |diff| {diff:.3g} > 1e-4 * max |logit| {scale:.3g}"
-    np.testing.assert_array_equal(np.argsort(-ours, axis=1)[:, :5], np.argsort(-theirs, axis=1)[:, :5])
+    np.testing.assert_array_equal(np.argsort(-ours, axis=1)[:, :5],
+                                  np.argsort(-theirs, axis=1)[:, :5])
     return diff / scale
 
 
@@ -159,7 +160,8 @@ def test_logits_match_torchvision(depth, tmp_path):
 
 def test_pth_path_loads_through_the_constructor(tmp_path):
     net = torch_resnet(18, seed=7)
-    model = keras_resnet.ResNet18(weights=save(net, tmp_path / "r18.pth"), classifier_activation=None)
+    model = keras_resnet.ResNet18(weights=save(net, tmp_path / "r18.pth"),
+                                  classifier_activation=None)
     x = images(2, 224, seed=7)
     assert_same_logits(keras_logits(model, x), torch_logits(net, x))
 
@@ -269,7 +271,8 @@ def test_resnet50_weights_into_resnet101(r50):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda s: s.pop("layer2.1.bn2.running_var"), r"missing in the file: layer2\.1\.bn2\.running_var"),
+    (lambda s: s.pop("layer2.1.bn2.running_var"),
+     r"missing in the file: layer2\.1\.bn2\.running_var"),
     (lambda s: s.update({"layer1.0.se.fc1.weight": np.zeros((4, 64, 1, 1), np.float32)}),
      r"not in the model: layer1\.0\.se\.fc1\.weight"),
     (lambda s: s.update({"layer1.0.conv2.weight": np.zeros((64, 64, 1, 1), np.float32)}),
