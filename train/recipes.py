@@ -235,12 +235,18 @@ class Recipe:
 
     def warnings(self) -> list:
         """What in this recipe is legal but probably not meant (the CLI prints it)."""
+        out = []
         late = [b for b in self.boundaries if b >= self.total_steps]
         if self.lr_schedule == "piecewise" and late:
-            return [f"the run stops at step {self.total_steps}: the learning-rate drop(s) at "
-                    f"{late} never happen. Set --set=lr_boundaries=... (or a linear or cosine "
-                    "lr_schedule) to decay within the run."]
-        return []
+            out.append(f"the run stops at step {self.total_steps}: the learning-rate drop(s) at "
+                       f"{late} never happen. Set --set=lr_boundaries=... (or a linear or cosine "
+                       "lr_schedule) to decay within the run.")
+        if self.weights == "none" and (self.head_steps or self.head_epochs or self.freeze_bn):
+            out.append("weights='none' with a head-only phase or freeze_bn trains a classifier on "
+                       "random features and freezes random BatchNorm statistics (measured: "
+                       "chance accuracy, tests/train/test_finetune.py). From scratch, set "
+                       "--set=head_steps=0 --set=head_epochs=0 --set=freeze_bn=false.")
+        return out
 
     # ------------------------------------------------------------------ serialization
 

@@ -290,3 +290,11 @@ def test_with_steps_keeps_the_phases_share():
     assert (r.total_steps, r.phase_boundaries, r.warmup_iterations, r.epochs) == (
         400, (100,), 50, 0.0)
     assert recipes.SMOKE.with_steps(300) == recipes.resolve("smoke", steps=300)
+
+
+def test_finetune_without_weights_is_warned_about():
+    assert recipes.FINETUNE.warnings() == []
+    (warning,) = recipes.resolve("finetune", weights="none").warnings()
+    assert "random BatchNorm statistics" in warning
+    assert recipes.resolve("finetune", weights="none", head_epochs=0, freeze_bn=False,
+                           ).warnings() == []
