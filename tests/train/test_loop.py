@@ -28,6 +28,7 @@ def test_run_directory(tiny_run):
     assert json.loads((run_dir / "summary.json").read_text()) == summary
     assert summary["steps"] == 12 and summary["replicas"] == 1
     assert summary["precision"] == "float32" and summary["resumed_from_step"] == 0
+    assert summary["weights"] == {}  # from scratch: no pretrained weights to record
     assert 0.0 <= summary["test_accuracy"] <= 1.0 and summary["images_per_sec"] > 0
     assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
