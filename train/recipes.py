@@ -15,6 +15,7 @@ means 300 steps. `scale`, when a user sets it, multiplies every iteration count 
 `scale=0.05` turns the paper's 32k/48k/64k into 1600/2400/3200.
 
 This module is data: it imports no TensorFlow or Keras (the schedules are `train.schedules`).
+The fields' choices, validation and coercion from strings are `train.recipe_fields`.
 """
 
 import dataclasses
@@ -22,18 +23,25 @@ import json
 import math
 import typing
 
-from train.augment import AUGMENTATIONS
-
-LR_SCHEDULES = ("piecewise", "cosine", "linear", "plateau", "constant")
-WARMUPS = ("constant", "linear")
-OPTIMIZERS = ("sgd",)
-PRECISIONS = ("off", "auto", "float32", "mixed_float16", "mixed_bfloat16")
-XLA = ("off", "on", "auto")
-STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
-SHORTCUTS = ("default", "A", "B", "C")
-# 'auto' and keras_resnet.weights.transfer.NORMALIZATION_MODES (a literal: no Keras imported here)
-WEIGHTS_NORMALIZATIONS = ("auto", "caffe", "imagenet", "tf", "torch")
-BAD_IMAGES = ("skip", "fail")
+# The fields' choices live in `train.recipe_fields`; callers read them here.
+from train.recipe_fields import (  # noqa: F401 (re-exported)
+    AUGMENTATIONS,
+    BAD_IMAGES,
+    LR_SCHEDULES,
+    OPTIMIZERS,
+    PRECISIONS,
+    SHORTCUTS,
+    STRATEGIES,
+    WARMUPS,
+    WEIGHTS_NORMALIZATIONS,
+    XLA,
+    coerce_all,
+    parse_sets,
+    recipe_warnings,
+    scratch_drops,
+    validate,
+)
+from train.recipe_fields import coerce as _coerce_field
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,15 +51,17 @@ class Recipe:
     Data: `dataset` is a `train.data` name; the model trains on `train_split` and is evaluated
     during training on `eval_split` (TFDS split strings; the paper's 45k/5k split is
     train_split='train[:45000]', eval_split='train[45000:]'); the final accuracy is on
-    `test_split`. `augment` picks the augmentation (`train.augment`), `erasing` the probability of random
-    erasing after it; `image_size` the model's input size (None: the dataset's own, padded as
-    its default view says; see `train.views.for_dataset`). `shuffle_buffer` is the shuffle
-    buffer of datasets streamed from disk (those held in memory are fully shuffled each epoch).
+    `test_split`. `augment` picks the augmentation (`train.augment`), `erasing` the
+    probability of random erasing after it; `image_size` the model's input size (None: the
+    dataset's own, padded as its default view says; see `train.views.for_dataset`).
+    `shuffle_buffer` is the shuffle buffer of datasets streamed from disk (those held in
+    memory are fully shuffled each epoch).
     Optimization: SGD (`momentum`, `nesterov`) with `lr` at global batch `batch_size`, or
     `lr * batch_size / lr_base_batch` when `lr_base_batch` > 0 (linear scaling rule).
     `lr_schedule`: 'piecewise' (multiply by `lr_decay` at each of `lr_boundaries`), 'cosine'
-    (to 0 at `steps`), 'linear' (straight down to 0 at `steps`), 'plateau' (multiply by `lr_decay` when the evaluation error has not
-    improved by `plateau_min_delta` for `plateau_patience` evaluations), 'constant'.
+    (to 0 at `steps`), 'linear' (straight down to 0 at `steps`), 'plateau' (multiply by
+    `lr_decay` when the evaluation error has not improved by `plateau_min_delta` for
+    `plateau_patience` evaluations), 'constant'.
     `warmup_steps` first steps use 'constant' `warmup_lr` (the paper's ResNet-110) or a
     'linear' ramp from `warmup_lr` to the peak; `warmup_scales` off keeps `warmup_steps` as
     it is under `scale` (capped at a tenth of the run). `weight_decay` is an L2 penalty
@@ -145,7 +155,7 @@ class Recipe:
     def __post_init__(self):
         if isinstance(self.lr_boundaries, list):
             object.__setattr__(self, "lr_boundaries", tuple(self.lr_boundaries))
-        _validate(self)
+        validate(self)
 
     # ---------------------------------------------------------------- derived values
 
@@ -188,31 +198,35 @@ class Recipe:
         """The run's plan in steps, for a training split of `num_train_examples` images: `epochs`,
         `head_epochs` and `warmup_epochs` become `steps`, `head_steps` and `warmup_steps`
         (each rounded up, at least 1; the run at least one step longer than its head phase, the
-        warm-up at most the whole-net phase less one step). Self when none is set."""
-        if not (self.epochs or self.head_epochs or self.warmup_epochs):
-            return self
+        warm-up at most the whole-net phase less one step). weights='none' is a run from
+        scratch: its plan has no head-only phase and no frozen BatchNorm, every layer trains
+        from step 0 on the lr schedule (`warnings` says so). Self when nothing changes."""
+        drop = scratch_drops(self)  # weights='none': from scratch, all layers from step 0
+        r = self.replace(head_steps=0, head_epochs=0.0, freeze_bn=False) if drop else self
+        if not (r.epochs or r.head_epochs or r.warmup_epochs):
+            return r
         if not isinstance(num_train_examples, int) or num_train_examples < 1:
             raise ValueError(f"num_train_examples must be a positive int, got "
                              f"{num_train_examples!r}: the training split is empty or unknown.")
-        per_epoch = num_train_examples / self.batch_size
+        per_epoch = num_train_examples / r.batch_size
 
         def steps(epochs, default):
             return max(1, math.ceil(epochs * per_epoch - 1e-9)) if epochs else default
 
-        head = steps(self.head_epochs, self.head_steps)
-        total = max(steps(self.epochs, self.steps), head + 1 if head else 1)
-        warmup = steps(self.warmup_epochs, self.warmup_steps)
-        if warmup and self.lr_schedule in ("cosine", "linear"):
+        head = steps(r.head_epochs, r.head_steps)
+        total = max(steps(r.epochs, r.steps), head + 1 if head else 1)
+        warmup = steps(r.warmup_epochs, r.warmup_steps)
+        if warmup and r.lr_schedule in ("cosine", "linear"):
             warmup = min(warmup, max(0, total - head - 1))
-        return self.replace(steps=total, head_steps=head, warmup_steps=warmup, epochs=0.0,
-                            head_epochs=0.0, warmup_epochs=0.0)
+        return r.replace(steps=total, head_steps=head, warmup_steps=warmup, epochs=0.0,
+                         head_epochs=0.0, warmup_epochs=0.0)
 
     def with_steps(self, steps) -> "Recipe":
         """This recipe `steps` steps long (what `--steps=N` means): a length in epochs becomes
         steps, its head phase and warm-up keeping their share of the run (rounded, at least 1)."""
         if not self.epochs:
             return self.replace(steps=steps)
-        steps = _coerce("steps", steps)
+        steps = _coerce_field(FIELDS, "steps", steps)
 
         def share(epochs, default):
             return max(1, round(steps * epochs / self.epochs)) if epochs else default
@@ -235,27 +249,17 @@ class Recipe:
 
     def warnings(self) -> list:
         """What in this recipe is legal but probably not meant (the CLI prints it)."""
-        out = []
-        late = [b for b in self.boundaries if b >= self.total_steps]
-        if self.lr_schedule == "piecewise" and late:
-            out.append(f"the run stops at step {self.total_steps}: the learning-rate drop(s) at "
-                       f"{late} never happen. Set --set=lr_boundaries=... (or a linear or cosine "
-                       "lr_schedule) to decay within the run.")
-        if self.weights == "none" and (self.head_steps or self.head_epochs or self.freeze_bn):
-            out.append("weights='none' with a head-only phase or freeze_bn trains a classifier on "
-                       "random features and freezes random BatchNorm statistics (measured: "
-                       "chance accuracy, tests/train/test_finetune.py). From scratch, set "
-                       "--set=head_steps=0 --set=head_epochs=0 --set=freeze_bn=false.")
-        return out
+        return recipe_warnings(self)
 
     # ------------------------------------------------------------------ serialization
 
     def replace(self, **overrides) -> "Recipe":
         """A copy with `overrides` (values may be strings, as from flags)."""
-        return dataclasses.replace(self, **_coerce_all(overrides))
+        return dataclasses.replace(self, **coerce_all(FIELDS, overrides))
 
     def to_dict(self) -> dict:
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
@@ -264,10 +268,9 @@ class Recipe:
     def from_dict(cls, values: dict) -> "Recipe":
         unknown = sorted(set(values) - FIELDS.keys())
         if unknown:
-            raise ValueError(
-                f"unknown recipe field(s) {unknown}: known fields are {sorted(FIELDS)}."
-            )
-        return cls(**_coerce_all(values))
+            raise ValueError(f"unknown recipe field(s) {unknown}: known fields are "
+                             f"{sorted(FIELDS)}.")
+        return cls(**coerce_all(FIELDS, values))
 
     @classmethod
     def from_json(cls, text: str) -> "Recipe":
@@ -280,159 +283,6 @@ class Recipe:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
-
-
-def _jsonable(value):
-    return list(value) if isinstance(value, tuple) else value
-
-
-def _check(ok, message):
-    if not ok:
-        raise ValueError(message)
-
-
-def _validate(r: Recipe) -> None:
-    for field, choices in (
-        ("lr_schedule", LR_SCHEDULES), ("warmup", WARMUPS), ("optimizer", OPTIMIZERS),
-        ("augment", AUGMENTATIONS), ("mixed_precision", PRECISIONS), ("xla", XLA),
-        ("shortcut", SHORTCUTS), ("weights_normalization", WEIGHTS_NORMALIZATIONS),
-        ("bad_images", BAD_IMAGES),
-    ):
-        value = getattr(r, field)
-        _check(value in choices, f"recipe field {field}={value!r} is not one of {choices}.")
-    for field in ("batch_size", "steps", "checkpoint_every", "keep_checkpoints", "log_every",
-                  "steps_per_execution", "plateau_patience"):
-        value = getattr(r, field)
-        _check(isinstance(value, int) and value >= 1,
-               f"recipe field {field} must be a positive int, got {value!r}.")
-    for field in ("warmup_steps", "eval_every", "lr_base_batch", "shuffle_buffer", "head_steps"):
-        value = getattr(r, field)
-        _check(isinstance(value, int) and value >= 0,
-               f"recipe field {field} must be an int >= 0, got {value!r}.")
-    for field in ("name", "model", "dataset", "train_split", "eval_split", "test_split",
-                  "weights"):
-        value = getattr(r, field)
-        _check(isinstance(value, str) and value.strip(),
-               f"recipe field {field} must be a non-empty string, got {value!r}.")
-    _check(r.scale > 0, f"recipe field scale must be > 0, got {r.scale!r}.")
-    _check(r.lr > 0, f"recipe field lr must be > 0, got {r.lr!r}.")
-    _check(0 < r.lr_decay <= 1, f"recipe field lr_decay must be in (0, 1], got {r.lr_decay!r}.")
-    _check(0 <= r.momentum < 1, f"recipe field momentum must be in [0, 1), got {r.momentum!r}.")
-    _check(0 <= r.bn_momentum < 1,
-           f"recipe field bn_momentum must be in [0, 1), got {r.bn_momentum!r}.")
-    _check(r.weight_decay >= 0, f"recipe field weight_decay must be >= 0, got {r.weight_decay!r}.")
-    _check(0 <= r.erasing <= 1, f"recipe field erasing must be in [0, 1], got {r.erasing!r}.")
-    _check(r.image_size is None or (isinstance(r.image_size, int) and r.image_size >= 8),
-           f"recipe field image_size must be None or an int >= 8, got {r.image_size!r}.")
-    _validate_transfer(r)
-    whole = r.total_steps - r.head_iterations  # the whole-net phase, which the schedule spans
-    head = f" after {r.head_iterations} head-only steps" if r.head_steps else ""
-    _check(r.epochs or r.lr_schedule not in ("cosine", "linear") or whole > r.warmup_iterations,
-           f"the run ({whole} steps{head}) must be longer than its warm-up "
-           f"({r.warmup_iterations} steps).")
-    _check(0 <= r.label_smoothing < 1,
-           f"recipe field label_smoothing must be in [0, 1), got {r.label_smoothing!r}.")
-    b = r.lr_boundaries
-    _check(all(isinstance(x, int) and x > 0 for x in b) and list(b) == sorted(set(b)),
-           f"recipe field lr_boundaries must be increasing positive ints, got {b!r}.")
-    _check(r.lr_schedule != "plateau" or not r.warmup_steps,
-           "lr_schedule='plateau' has no warm-up: set warmup_steps=0.")
-    sb = r.boundaries
-    _check(list(sb) == sorted(set(sb)),
-           f"scale={r.scale} merges lr_boundaries {b} into {sb}: use a larger scale.")
-
-
-def _validate_transfer(r: Recipe) -> None:
-    """The fields of weights, phases, epochs and folders."""
-    for field in ("epochs", "head_epochs", "warmup_epochs", "head_lr"):
-        value = getattr(r, field)
-        _check(value >= 0, f"recipe field {field} must be >= 0, got {value!r}.")
-    for epochs, steps in (("head_epochs", "head_steps"), ("warmup_epochs", "warmup_steps")):
-        _check(not (getattr(r, epochs) and getattr(r, steps)),
-               f"recipe fields {epochs}={getattr(r, epochs)!r} and {steps}="
-               f"{getattr(r, steps)!r} both set the same length: set one of them to 0.")
-    _check(not r.epochs or r.head_epochs < r.epochs,
-           f"head_epochs ({r.head_epochs}) must be shorter than the run's epochs ({r.epochs}).")
-    _check(not (r.head_epochs or r.warmup_epochs) or r.epochs,
-           "head_epochs and warmup_epochs need a length in epochs: set epochs > 0 (or give "
-           "head_steps and warmup_steps).")
-    _check(r.epochs or not r.head_steps or r.head_iterations < r.total_steps,
-           f"the head-only phase ({r.head_iterations} steps) must end before the run does "
-           f"({r.total_steps} steps).")
-    _check(not (r.epochs and r.lr_schedule == "piecewise" and r.lr_boundaries),
-           f"lr_boundaries {r.lr_boundaries} count steps and the run's length is in epochs "
-           f"({r.epochs}): use lr_schedule='cosine' or 'linear', or a length in steps (epochs=0).")
-    phased = r.head_steps or r.head_epochs
-    _check(not phased or r.lr_schedule in ("cosine", "linear", "constant"),
-           f"a head-only phase needs lr_schedule 'cosine', 'linear' or 'constant' for the whole-"
-           f"net phase, got {r.lr_schedule!r}.")
-    _check(r.crop_fraction is None or 0 < r.crop_fraction <= 1,
-           f"recipe field crop_fraction must be None or in (0, 1], got {r.crop_fraction!r}.")
-    _check(0 < r.holdout < 1, f"recipe field holdout must be in (0, 1), got {r.holdout!r}: the "
-           "fraction of each class held out when a folder tree has no test split, e.g. 0.2.")
-
-
-# ------------------------------------------------------------------ coercion from strings
-
-
-def _coerce(name: str, value):
-    """Converts a flag string (or a JSON value) to the type of recipe field `name`."""
-    if name not in FIELDS:
-        raise ValueError(f"unknown recipe field {name!r}: known fields are {sorted(FIELDS)}.")
-    default = FIELDS[name].default
-    optional = typing.get_origin(FIELDS[name].type) is typing.Union
-    if isinstance(value, str):
-        text = value.strip()
-        if optional and text.lower() in ("none", "null", "auto", ""):
-            return None
-        try:
-            if isinstance(default, bool) or FIELDS[name].type == typing.Optional[bool]:
-                if text.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if text.lower() in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError
-            if isinstance(default, tuple):
-                return tuple(int(float(v)) for v in text.strip("()[]").split(",") if v.strip())
-            if isinstance(default, int) or FIELDS[name].type == typing.Optional[int]:
-                number = float(text)
-                if number != int(number):
-                    raise ValueError
-                return int(number)
-            if isinstance(default, float) or FIELDS[name].type == typing.Optional[float]:
-                return float(text)
-        except ValueError:
-            kind = type(default).__name__ if default is not None else str(FIELDS[name].type)
-            raise ValueError(
-                f"recipe field {name}={value!r} is not a valid {kind} (default {default!r})."
-            ) from None
-        if name == "xla" and text.lower() in ("true", "false", "1", "0"):
-            return "on" if text.lower() in ("true", "1") else "off"
-        return text
-    if isinstance(default, tuple) and isinstance(value, (list, tuple)):
-        return tuple(value)
-    floating = isinstance(default, float) or FIELDS[name].type == typing.Optional[float]
-    if floating and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if name == "xla" and isinstance(value, bool):
-        return "on" if value else "off"
-    return value
-
-
-def _coerce_all(values: dict) -> dict:
-    return {k: _coerce(k, v) for k, v in values.items()}
-
-
-def parse_sets(items) -> dict:
-    """{'field': 'value'} from command-line `--set=field=value` items (strings; `replace`
-    converts them); ValueError for a malformed one."""
-    overrides = {}
-    for item in items:
-        field, sep, value = item.partition("=")
-        if not sep or not field.strip():
-            raise ValueError(f"--set={item!r} is not field=value.")
-        overrides[field.strip()] = value
-    return overrides
 
 
 # --------------------------------------------------------------------------- the recipes

@@ -292,9 +292,32 @@ def test_with_steps_keeps_the_phases_share():
     assert recipes.SMOKE.with_steps(300) == recipes.resolve("smoke", steps=300)
 
 
-def test_finetune_without_weights_is_warned_about():
+def test_finetune_without_weights_plans_a_run_from_scratch():
+    """weights='none' (issue 21's baseline): the plan drops the head-only phase and freeze_bn,
+    so it equals the plan of the recipe written without them (the whole run on the same
+    schedule, from step 0); the recipe as given (recipe.json) keeps them; the warning says so.
+    With weights the plan keeps its phases."""
     assert recipes.FINETUNE.warnings() == []
-    (warning,) = recipes.resolve("finetune", weights="none").warnings()
-    assert "random BatchNorm statistics" in warning
-    assert recipes.resolve("finetune", weights="none", head_epochs=0, freeze_bn=False,
-                           ).warnings() == []
+    assert recipes.FINETUNE.resolved(500).phase_boundaries == (32,)
+    scratch = recipes.resolve("finetune", weights="none")
+    plan = scratch.resolved(500)  # 125 steps, warm-up 16
+    by_hand = recipes.resolve("finetune", weights="none", head_epochs=0, freeze_bn=False)
+    assert plan == by_hand.resolved(500) and by_hand.warnings() == []
+    assert (plan.total_steps, plan.phase_boundaries, plan.freeze_bn, plan.warmup_iterations) == (
+        125, (), False, 16)
+    assert plan.resolved(1) is plan
+    assert (scratch.head_epochs, scratch.freeze_bn) == (2.0, True)
+    assert recipes.Recipe.from_json(scratch.to_json()) == scratch
+    schedule = schedules.learning_rate(plan)
+    assert not isinstance(schedule, schedules.HeadThen)
+    peak = 0.05 * 32 / 256
+    np.testing.assert_allclose(lr_at(schedule, 0, 8, 16, 125), [0.0, peak / 2, peak, 0.0],
+                               atol=1e-7)
+    (warning,) = scratch.warnings()
+    assert "its plan drops the head-only phase (head_epochs=2.0) and freeze_bn" in warning
+    assert "every layer trains from step 0" in warning
+    steps = recipes.resolve("finetune", weights="none", epochs=0, head_epochs=0, warmup_epochs=0,
+                            steps=60, head_steps=15, warmup_steps=5, freeze_bn=False)
+    (warning,) = steps.warnings()
+    assert "drops the head-only phase (head_steps=15)," in warning
+    assert steps.resolved(10) == steps.replace(head_steps=0)
