@@ -9,8 +9,23 @@ the view's size. Its training stream is a pure function of the step: batch s hol
 at positions s*B .. s*B+B-1 of a sequence of epochs, each epoch a full permutation drawn from
 (seed, epoch), augmented with a seed drawn from (seed, s). Nothing is decoded during training,
 the data iterator's checkpoint is a counter, and a resumed run sees exactly the batches of an
-uninterrupted one. Larger splits stream from disk: a seeded shuffle buffer (`shuffle_buffer`),
-the view's resize per image, and the same batch augmentation; the iterator is checkpointed.
+uninterrupted one.
+
+Everything else streams, and the iterator is checkpointed:
+- A split with a per-image augmentation (`train.augment.PER_IMAGE`: 'imagenet',
+  'random_resized_crop') always streams, whatever its size: the augmentation needs the decoded
+  full-size image (full-resolution photos would not fit in memory anyway). Each image's
+  augmentation is seeded from (seed, its position k in the stream), so epochs differ and reruns
+  and resumed runs repeat.
+- A folder (`DatasetInfo.folder`) is shuffled as a file list, before anything is decoded: the
+  files of batch s are the positions of the in-memory order above (full permutations per
+  epoch; `shuffle_buffer` plays no part), then read, decoded, EXIF-oriented
+  (`train.image_files`), augmented or resized in a parallel map. Memory holds a few batches of
+  decoded photos, and the first batch needs only its own images. An image that fails to decode
+  is dropped with a logged warning, as `train.folders.dataset` drops it.
+- A TFDS split too large for memory: a seeded shuffle buffer (`shuffle_buffer`) of decoded
+  examples, then the per-image augmentation or the view's resize.
+The batch augmentation ('cifar', 'flip', erasing) follows, seeded from (seed, batch).
 
 Every random choice is stateless (no stateful RNG op, so `tf.train.Checkpoint` can save the
 iterator). Evaluation applies `train.views.apply`, the one evaluation view.
@@ -22,8 +37,8 @@ import numpy as np
 import tensorflow as tf
 
 from train import augment as augment_lib
-from train import data, views
-from train.augment import AUGMENTATIONS
+from train import data, image_files, views
+from train.augment import AUGMENTATIONS, PER_IMAGE
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -48,11 +63,11 @@ class Examples:
 
 
 def prepare(ds, info, view, augment: str = "cifar") -> Examples:
-    """`load`'s examples as arrays when they fit in memory (and need no per-image scale
-    augmentation), else as a stream."""
+    """`load`'s examples as arrays when they fit in memory and need no per-image augmentation
+    (`PER_IMAGE`: those always stream, from the full-size images), else as a stream."""
     if augment not in AUGMENTATIONS:
         raise ValueError(f"augment {augment!r} is not one of {AUGMENTATIONS}.")
-    if augment != "imagenet" and data.fits_in_memory(info, view):
+    if augment not in PER_IMAGE and data.fits_in_memory(info, view):
         images, labels = data.to_arrays(ds, view)
         return Examples(info, view, images, labels)
     return Examples(info, view, dataset=ds)
@@ -107,6 +122,71 @@ def _memory_training(examples, batch_size, augment, seed, erasing, context):
     return tf.data.Dataset.counter().map(batch, num_parallel_calls=AUTOTUNE)
 
 
+def _image_key(seed, pipeline_id, k):
+    """The seed (int64 (2,)) of the per-image augmentation of stream position `k`."""
+    return tf.random.experimental.stateless_fold_in(
+        tf.constant([seed, 2 + pipeline_id], tf.int64), k)
+
+
+def _view_image(image, key, augment, view):
+    """One decoded uint8 image (h, w, C) -> float32 at the view's inner size: the per-image
+    augmentation `augment` when it is one, else the view's resize."""
+    if augment in PER_IMAGE:
+        return augment_lib.augment_image(augment, image, key, view)
+    return views.resize(image, view)
+
+
+def _batched(ds, batch_size, augment, seed, erasing, view):
+    """Per-image outputs -> batches through the view's finish and the batch augmentation."""
+    ds = ds.batch(batch_size, drop_remainder=True).enumerate()
+    batch_augment = "none" if augment in PER_IMAGE else augment
+    return ds.map(lambda step, b: (_augment_batch(views.finish(b[0], view), step, seed,
+                                                  batch_augment, erasing), b[1]),
+                  num_parallel_calls=AUTOTUNE)
+
+
+def folder_images(info: data.DatasetInfo) -> tuple:
+    """The `train.folders.Image`s of a folder split, in `load`'s order (its `info.split`,
+    sliced as `load` slices it)."""
+    tree = info.folder
+    base, sliced = data._parse_split(info.split)  # noqa: SLF001  load's own split rules
+    images = tree.splits[tree.resolve(base)]
+    start, stop = data._slice_bounds(sliced, len(images))  # noqa: SLF001
+    images = images[start:stop]
+    if len(images) != info.num_examples:
+        raise ValueError(f"folder split {info.split!r} of {tree.root} now holds {len(images)} "
+                         f"images, {info.num_examples} when it was loaded: load it again.")
+    return images
+
+
+def _folder_training(examples, batch_size, augment, seed, erasing, context):
+    """A folder's training stream: positions and file indices first (`_permuted_indices`),
+    then read, decode, orient and augment in a parallel map."""
+    images, view = folder_images(examples.info), examples.view
+    n = len(images)
+    paths = tf.constant([im.read for im in images])
+    labels = tf.constant([im.label for im in images], tf.int32)
+    orientations = tf.constant([im.orientation for im in images], tf.int32)
+    per, first = batch_size, 0  # each pipeline: its slice of every global batch
+    if context is not None:
+        per = context.get_per_replica_batch_size(batch_size)
+        first = context.input_pipeline_id * per
+
+    def positions(step):  # this pipeline's part of global batch `step`: (k, file index)
+        k = tf.cast(step, tf.int64) * batch_size + first + tf.range(per, dtype=tf.int64)
+        return k, _permuted_indices(step, batch_size, n, seed)[first:first + per]
+
+    @tf.autograph.experimental.do_not_convert  # no Python control flow: no source re-read
+    def read(k, i):
+        image = image_files.tf_decode(tf.io.read_file(tf.gather(paths, i)))
+        image = image_files.orient(image, tf.gather(orientations, i))
+        return _view_image(image, _image_key(seed, 0, k), augment, view), tf.gather(labels, i)
+
+    ds = tf.data.Dataset.counter().map(positions, num_parallel_calls=AUTOTUNE).unbatch()
+    ds = ds.map(read, num_parallel_calls=AUTOTUNE).ignore_errors(log_warning=True)
+    return _batched(ds, per, augment, seed, erasing, view)
+
+
 def _stream_training(examples, batch_size, augment, seed, erasing, shuffle_buffer, context):
     ds, view = examples.dataset, examples.view
     pipeline_id = 0
@@ -116,23 +196,14 @@ def _stream_training(examples, batch_size, augment, seed, erasing, shuffle_buffe
         pipeline_id = context.input_pipeline_id
     if shuffle_buffer:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    base = tf.constant([seed, 2 + pipeline_id], tf.int64)
 
     def one(index, example):
         image, label = example
-        if augment == "imagenet":
-            key = tf.random.experimental.stateless_fold_in(base, index)
-            image = augment_lib.imagenet_image(image, key, size=(view.height, view.width))
-        else:
-            image = views.resize(image, view)
-        return image, tf.cast(label, tf.int32)
+        key = _image_key(seed, pipeline_id, index)
+        return _view_image(image, key, augment, view), tf.cast(label, tf.int32)
 
     ds = ds.repeat().enumerate().map(one, num_parallel_calls=AUTOTUNE)
-    ds = ds.batch(batch_size, drop_remainder=True).enumerate()
-    return ds.map(lambda step, b: (_augment_batch(views.finish(b[0], view), step, seed,
-                                                  "none" if augment == "imagenet" else augment,
-                                                  erasing), b[1]),
-                  num_parallel_calls=AUTOTUNE)
+    return _batched(ds, batch_size, augment, seed, erasing, view)
 
 
 def train_batches(examples: Examples, *, batch_size: int, augment: str = "cifar", seed: int = 0,
@@ -147,6 +218,8 @@ def train_batches(examples: Examples, *, batch_size: int, augment: str = "cifar"
         raise ValueError(f"augment {augment!r} is not one of {AUGMENTATIONS}.")
     if examples.in_memory:
         ds = _memory_training(examples, batch_size, augment, seed, erasing, input_context)
+    elif examples.info.folder is not None:
+        ds = _folder_training(examples, batch_size, augment, seed, erasing, input_context)
     else:
         ds = _stream_training(examples, batch_size, augment, seed, erasing, shuffle_buffer,
                               input_context)
