@@ -19,7 +19,9 @@ MEAN = np.full(3, 100.0, np.float32)
 
 
 def phased_recipe(**overrides):
-    """The finetune recipe's phases at step counts: 3 head-only steps of 6, lr without warm-up."""
+    """The finetune recipe's phases at step counts: 3 head-only steps of 6, lr without warm-up.
+    Without weights (He init) and given to `Steps` as it is: a run's plan (`Recipe.resolved`)
+    of a recipe without weights drops its phases (test_recipes.py)."""
     fields = dict(model="resnet8", batch_size=8, epochs=0.0, head_epochs=0.0, warmup_epochs=0.0,
                   steps=6, head_steps=3, warmup_steps=0, lr_schedule="constant", weights="none",
                   deterministic=False)

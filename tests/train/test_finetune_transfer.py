@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from train import recipes, steps, views
 from train import model as model_lib
+from train import recipes, steps, views
 
 SOURCE_CLASSES = (0, 1, 2, 3, 4, 5)
 TARGET_CLASSES = (6, 7, 8, 9)
@@ -87,40 +87,40 @@ def target_root(tmp_path_factory, fashion_dir):
 
 # --------------------------------------------------------------- fine-tuning beats scratch
 
-# Measured (2 cores, Intel Xeon with AVX-512; `finetune_recipe` on `target_root` with 5
+# Measured (2 cores, Intel Xeon with AVX-512; `finetune_recipe` on `target_root` with 10
 # training images a class, from `source_model` at 89.0% on its own 6 classes; test accuracy on
 # 400 images of classes 6-9, seeds 0-3, run by `train.loop.train`):
-#   pretrained (this recipe):                          73.5, 70.0, 71.8, 68.8 %
-#   same recipe, weights='none' (frozen random BN):    23.5, 25.0, 25.0, 25.0 % (chance: 25%)
-#   from scratch without the phases nor frozen BN:     63.3, 54.0, 55.3, 56.3 %
-# and in another folder (same images, another root: another file order) 74.0 vs 71.5 % at
-# seed 0: a single run's gap over the strong baseline ranged 2.5-16.5 points, so the test
-# compares means over seeds 0-2 (measured gaps of the mean: 14.3 points; margin about a third
-# of it). At a fifth of the finetune recipe's learning rates the pretrained runs reached only
-# 62-66% (10 images a class): the margin also guards the recipe's numbers.
+#   pretrained (this recipe):                       74.0, 75.8, 72.5, 75.0 %
+#   same recipe, weights='none' (plan from scratch): 71.5, 61.8, 62.3, 64.8 %
+# gaps 2.5, 14.0, 10.3, 10.3 points: a single run's gap is noisy, so the test compares means
+# over seeds 0-2 (74.1 vs 65.1 %: 9.0 points; 14.3 in an earlier measurement with another file
+# order); the margin is about half the smaller mean gap. Before the plan dropped them, the head-
+# only phase and frozen BatchNorm of weights='none' gave 23.5-25.0 % (chance: 25%): the scratch
+# mean must be well above chance (61.8 % its lowest run) to show a real from-scratch run.
+# At a fifth of the finetune recipe's learning rates the pretrained runs reached only 62-66%
+# (measured before): the margin also guards the recipe's numbers.
 MARGIN_OVER_SCRATCH = 0.05
-MARGIN_OVER_SAME_RECIPE = 0.30
+SCRATCH_ABOVE_CHANCE = 0.40
 SEEDS = (0, 1, 2)
 
 
 def _finetune_runs(target_root, source_path, tmp_path, seed):
+    """summary.json of the recipe from `source_path` and of the same recipe with weights='none'
+    (whose plan trains from scratch: no head-only phase, BatchNorm not frozen)."""
     from train import loop
 
-    runs = {"pretrained": dict(weights=source_path),
-            "from_scratch": dict(weights="none", head_steps=0, freeze_bn=False)}
-    if seed == SEEDS[0]:
-        runs["same_recipe_from_scratch"] = dict(weights="none")
-    return {name: loop.train(finetune_recipe(target_root, seed=seed, **fields),
+    runs = {"pretrained": source_path, "same_recipe_from_scratch": "none"}
+    return {name: loop.train(finetune_recipe(target_root, weights, seed=seed),
                              str(tmp_path / f"{name}{seed}"), verbose=0)
-            for name, fields in runs.items()}
+            for name, weights in runs.items()}
 
 
 @pytest.mark.slow
 def test_finetuning_beats_training_from_scratch(source_model, target_root, tmp_path):
-    """A source ResNet-8 (Fashion-MNIST classes 0-5) fine-tuned on 20 photos of the unseen
-    classes 6-9 beats, at equal steps, the same recipe with weights='none' and a from-scratch
-    run without phases or frozen BatchNorm (its strongest form here), by the measured margins
-    (means over three seeds against the latter)."""
+    """A source ResNet-8 (Fashion-MNIST classes 0-5) fine-tuned on 40 photos of the unseen
+    classes 6-9 beats, at equal steps, the same recipe with weights='none' (issue 21's
+    baseline, a real run from scratch since its plan drops the head-only phase and frozen
+    BatchNorm), by the measured margin (means over three seeds)."""
     source_path, source_accuracy = source_model
     assert source_accuracy > 0.8
     runs = {seed: _finetune_runs(target_root, source_path, tmp_path, seed) for seed in SEEDS}
@@ -129,12 +129,11 @@ def test_finetuning_beats_training_from_scratch(source_model, target_root, tmp_p
     weights = first["pretrained"]["weights"]
     assert weights["tag_or_path"] == source_path and weights["layers_left_at_init"] == [
         "predictions"]
-    assert first["from_scratch"]["weights"] == {}
+    assert first["same_recipe_from_scratch"]["weights"] == {}
     mean = {name: np.mean([a[name] for a in acc.values()])
-            for name in ("pretrained", "from_scratch")}
-    assert mean["pretrained"] >= mean["from_scratch"] + MARGIN_OVER_SCRATCH, acc
-    assert acc[SEEDS[0]]["pretrained"] >= (acc[SEEDS[0]]["same_recipe_from_scratch"]
-                                           + MARGIN_OVER_SAME_RECIPE), acc
+            for name in ("pretrained", "same_recipe_from_scratch")}
+    assert mean["same_recipe_from_scratch"] >= SCRATCH_ABOVE_CHANCE, acc  # it trains
+    assert mean["pretrained"] >= mean["same_recipe_from_scratch"] + MARGIN_OVER_SCRATCH, acc
 
 
 def _arrays(fashion_dir, split, classes, per_class):
@@ -155,7 +154,9 @@ def _arrays(fashion_dir, split, classes, per_class):
 
 def _fit(recipe, view, images, labels, classes, mean=None):
     """`recipe`'s model trained by the loop's compiled steps on in-memory batches drawn
-    statelessly (seed, step): the pieces of `train.loop` without its run directory."""
+    statelessly (seed, step), as its plan (`Recipe.resolved`) says: the pieces of `train.loop`
+    without its run directory."""
+    recipe = recipe.resolved(len(labels))
     keras.utils.set_random_seed(recipe.seed)
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
     with strategy.scope():
@@ -177,8 +178,9 @@ def _fit(recipe, view, images, labels, classes, mean=None):
 
 
 def cheap_transfer(fashion_dir, folder, seed=0):
-    """(pretrained, from-scratch) test accuracy on 200 images of classes 6-9 after 30 steps
-    on 20 training images, from a ResNet-8 trained 80 steps on 1,800 images of classes 0-5."""
+    """(pretrained, same recipe with weights='none') test accuracy on 200 images of classes 6-9
+    after 30 steps on 20 training images, the pretrained one from a ResNet-8 trained 80 steps
+    on 1,800 images of classes 0-5."""
     view = views.View(28, 28, 1)
     src_x, src_y = _arrays(fashion_dir, "train", SOURCE_CLASSES, 300)
     mean = src_x.reshape(-1).mean(dtype=np.float64).astype(np.float32).reshape(1)
@@ -191,25 +193,25 @@ def cheap_transfer(fashion_dir, folder, seed=0):
     test_x, test_y = _arrays(fashion_dir, "test", TARGET_CLASSES, 50)
     test = tf.data.Dataset.from_tensor_slices((test_x.astype(np.float32), test_y)).batch(100)
     accuracy = []
-    for weights, more in ((path, {}), ("none", dict(head_steps=0, freeze_bn=False))):
-        fields = dict(model="resnet8", weights=weights, batch_size=16, epochs=0, head_epochs=0,
-                      warmup_epochs=0, steps=30, head_steps=8, warmup_steps=3, seed=seed,
-                      deterministic=False)
-        recipe = recipes.resolve("finetune", **{**fields, **more})
+    for weights in (path, "none"):  # 'none': the plan trains every layer from step 0
+        recipe = recipes.resolve("finetune", model="resnet8", weights=weights, batch_size=16,
+                                 epochs=0, head_epochs=0, warmup_epochs=0, steps=30,
+                                 head_steps=8, warmup_steps=3, seed=seed, deterministic=False)
         _, compiled = _fit(recipe, view, x, y, len(TARGET_CLASSES), mean)
         accuracy.append(compiled.evaluate(test)[1])
     return tuple(accuracy)
 
 
-# Measured like the above (`cheap_transfer`, seeds 0-3): pretrained 72.0, 62.5, 70.0, 74.5 %,
-# from scratch 45.0, 38.0, 51.5, 49.5 %: gaps 27.0, 24.5, 18.5, 25.0 points; margin about half
-# the smallest.
+# Measured like the above (`cheap_transfer`, seeds 0-3, the scratch run the same recipe with
+# weights='none', i.e. its plan from scratch): pretrained 72.0, 62.5, 70.0, 74.5 %, from scratch
+# 45.0, 38.0, 51.5, 49.5 %: gaps 27.0, 24.5, 18.5, 25.0 points; margin about half the smallest.
 CHEAP_MARGIN = 0.10
 
 
 def test_finetuning_beats_scratch_in_brief(fashion_dir, tmp_path):
     """The default suite's short form of the comparison above, on the loop's pieces (model,
     phased steps, no run directory): a ResNet-8 trained 80 steps on classes 0-5, fine-tuned 30
-    steps on 20 images of classes 6-9, beats 30 steps from scratch by the measured margin."""
+    steps on 20 images of classes 6-9, beats the same 30-step recipe with weights='none' (from
+    scratch) by the measured margin."""
     pretrained, scratch = cheap_transfer(fashion_dir, str(tmp_path))
     assert pretrained >= scratch + CHEAP_MARGIN, (pretrained, scratch)

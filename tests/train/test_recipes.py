@@ -4,16 +4,15 @@ optimizer applies them), scaling, overrides from flag strings, JSON round trips.
 import json
 import os
 import re
+import subprocess
+import sys
 
 import keras
 import numpy as np
 import pytest
 
-import subprocess
-import sys
-
 from train import recipes, schedules
-from train.recipes import PAPER_CIFAR, PAPER_CIFAR110, PAPER_IMAGENET, MODERN, SMOKE
+from train.recipes import MODERN, PAPER_CIFAR, PAPER_CIFAR110, PAPER_IMAGENET, SMOKE
 
 
 def lr_at(schedule, *steps):
