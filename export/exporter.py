@@ -5,9 +5,13 @@ Every format of the spec is written into a temporary directory beside `out_dir` 
 files carry TFLite Metadata (labels, normalization, input, description) and are run on the
 run's held-out images (its test split) by LiteRT and, for phone inputs, by MediaPipe's
 ImageClassifier, against the Keras model on the same images; only files that pass are moved
-into place, with labels.txt, metadata.json and report.json. A failing format leaves no file and
-makes `export` raise `VerificationError` once the others are in place. Calibration and
-fine-tunes read the run's train split, the fine-tunes' stream once per export.
+into place, with labels.txt, metadata.json and report.json. Where each file errs: its row has
+the per-class table (precision, recall, support) and OUT/errors/<format>/ its confusion.png and
+mistakes.png (`train.confusion`), from the probabilities its verification computed (no extra
+inference); per format, not for two chosen files, as a user may ship any one and they cost ~1 s
+a format (2 CPU cores, 10 classes) beside tens of seconds to convert and verify it. A failing
+format leaves no file (nor pictures) and makes `export` raise `VerificationError` once the
+others are in place. Calibration and fine-tunes read the run's train split, once per export.
 """
 
 import dataclasses
@@ -25,7 +29,10 @@ from absl import logging
 
 from export import formats, inputs, mediapipe_runtime, tflite_metadata, verify
 from export.spec import FORMATS, ExportSpec, FineTuned
-from train import rundir
+from train import confusion, rundir
+
+ERRORS = "errors"
+"""OUT/errors/<format>/: confusion.png and mistakes.png of each format that passed."""
 
 
 def _predict(model, images):
@@ -194,16 +201,25 @@ def _phone_checks(job, path, fmt, probabilities, row):
                           f"the frames (names as labels: {row['mediapipe_names_ok']})")
 
 
+class _Checked(NamedTuple):
+    """A writer's result: the report row, the file's probabilities (N, classes) on the
+    held-out images (in the order of `data.eval_labels`)."""
+
+    row: dict
+    probabilities: np.ndarray
+
+
 def _write_saved_model(job, fmt):
-    """Writes and verifies the SavedModel into job.tmp; returns its report row."""
+    """Writes and verifies the SavedModel into job.tmp; returns its `_Checked`."""
     path = os.path.join(job.tmp, FORMATS[fmt].file)
     formats.saved_model(job.model, path, job.data.view, job.data.info.class_names)
-    return verify.verify_saved_model(path, job.data.raw, job.data.eval_labels, job.reference,
-                                     min_agreement=job.spec.min_agreement(fmt))
+    return _Checked(*verify.verify_saved_model(path, job.data.raw, job.data.eval_labels,
+                                               job.reference,
+                                               min_agreement=job.spec.min_agreement(fmt)))
 
 
 def _write_tflite(job, fmt):
-    """Writes and verifies one TFLite format into job.tmp; returns its report row."""
+    """Writes and verifies one TFLite format into job.tmp; returns its `_Checked`."""
     spec, data = job.spec, job.data
     path = os.path.join(job.tmp, FORMATS[fmt].file)
     threshold = spec.min_agreement(fmt)
@@ -218,16 +234,16 @@ def _write_tflite(job, fmt):
         logging.warning("%s is not fully integer: %s", fmt, converted.report["non_integer_ops"])
     if not row["passed"]:
         row["failure"] = f"agreement {row['agreement']:.4f} < {threshold}"
-        return row
+        return _Checked(row, probabilities)
     _phone_checks(job, path, fmt, probabilities, row)
-    return row
+    return _Checked(row, probabilities)
 
 
 def _write_onnx(job, fmt):
     """Writes and verifies the ONNX file (`export.onnx_format`: uint8 RGB images of any batch
     size, the view and normalization inside, labels in its metadata) into job.tmp: ONNX
     Runtime on the held-out frames against the Keras model on the same frames, and its
-    metadata read back. Returns its report row."""
+    metadata read back. Returns its `_Checked`."""
     from export import onnx_format
 
     spec, data = job.spec, job.data
@@ -236,9 +252,9 @@ def _write_onnx(job, fmt):
                            description=job.description(fmt, "RGB uint8 images (any batch)",
                                                        data.view.inner_size))
     threshold = spec.min_agreement(fmt)
-    row, _ = onnx_format.verify_onnx(path, data.frames, data.eval_labels, job.frame_reference,
-                                     min_agreement=threshold, threads=spec.threads,
-                                     latency_runs=spec.latency_runs, name=fmt)
+    row, probabilities = onnx_format.verify_onnx(
+        path, data.frames, data.eval_labels, job.frame_reference, min_agreement=threshold,
+        threads=spec.threads, latency_runs=spec.latency_runs, name=fmt)
     meta = onnx_format.read_onnx_metadata(path)
     row["metadata_problems"] = [
         f"{key}: the file says {got!r}, the model needs {want!r}"
@@ -250,16 +266,30 @@ def _write_onnx(job, fmt):
         row["passed"] = False
         row["failure"] = "ONNX metadata does not match the model: " + "; ".join(
             row["metadata_problems"])
-    return row
+    return _Checked(row, probabilities)
 
 
 _WRITERS = {"saved_model": _write_saved_model, "tflite": _write_tflite, "onnx": _write_onnx}
 """`Format.writer` -> the function that writes and verifies such a format."""
 
 
+def _errors(job, fmt, probabilities):
+    """Writes job.tmp/errors/<fmt>/confusion.png and mistakes.png (on the held-out frames);
+    returns the row's figures of where the file errs, its pictures' paths relative to OUT."""
+    folder = os.path.join(ERRORS, fmt)
+    report = confusion.write_error_report(os.path.join(job.tmp, folder), job.data.eval_labels,
+                                          probabilities, job.data.info.class_names,
+                                          job.data.frames)
+    figures = {k: os.path.join(folder, os.path.basename(v)) for k, v in report["figures"].items()}
+    return {**{k: report[k] for k in ("per_class", "balanced_accuracy", "worst_class",
+                                      "most_confused")}, "figures": figures}
+
+
 def _export_one(job, fmt):
-    """Writes and verifies one format into job.tmp; returns its report row."""
-    return _WRITERS[FORMATS[fmt].writer](job, fmt)
+    """Writes and verifies one format into job.tmp, with its pictures; returns its row."""
+    checked = _WRITERS[FORMATS[fmt].writer](job, fmt)
+    checked.row.update(_errors(job, fmt, checked.probabilities))
+    return checked.row
 
 
 def _export_one_safely(job, fmt):
@@ -350,8 +380,12 @@ def export(source, out_dir, spec=None) -> dict:
         rundir.write_json(os.path.join(tmp, "metadata.json"), {
             k: report[k] for k in ("model", "dataset", "view", "class_names", "frames")})
         rundir.write_json(os.path.join(tmp, "report.json"), report)
-        for name in [r["file"] for r in rows if r["passed"]] + ["labels.txt", "metadata.json",
-                                                                 "report.json"]:
+        passed = [r for r in rows if r["passed"]]
+        if passed:
+            os.makedirs(os.path.join(out_dir, ERRORS), exist_ok=True)
+        pictures = [os.path.join(ERRORS, r["format"]) for r in passed]
+        for name in [r["file"] for r in passed] + pictures + ["labels.txt", "metadata.json",
+                                                              "report.json"]:
             _move_into_place(os.path.join(tmp, name), os.path.join(out_dir, name))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,8 +1,8 @@
 """Runs exported files as a device would and checks them against the Keras model.
 
-- `verify_tflite`: the LiteRT interpreter (XNNPACK) on held-out images: top-1 accuracy,
-  agreement with the reference (the Keras model's probabilities on the same images), max abs
-  difference, file size, batch-1 latency at 1 and 2 threads.
+- `verify_tflite`: the LiteRT interpreter (XNNPACK) on held-out images: top-1 accuracy (and
+  top-5 from 6 classes on), agreement with the reference (the Keras model's probabilities on
+  the same images), max abs difference, file size, batch-1 latency at 1 and 2 threads.
 - `verify_metadata`: the file's own TFLite Metadata read back: labels, normalization, input.
 - `verify_mediapipe`: MediaPipe Tasks' ImageClassifier (what Android, iOS and web apps use) on
   the same frames: its top-1 beside LiteRT's, and the category names it returned.
@@ -131,16 +131,30 @@ def _progbar(total):
     return keras.utils.Progbar(total, unit_name="image")
 
 
+TOP5_MIN_CLASSES = 6
+"""Top-5 accuracy is reported from this many classes on (with 5 or fewer it is always 1)."""
+
+
+def top5_accuracy(probabilities, labels) -> float:
+    """Share of `labels` (N,) among the 5 largest of `probabilities` (N, classes)."""
+    top = np.argsort(-np.asarray(probabilities), axis=-1)[:, :5]
+    return float(np.mean(np.any(top == np.asarray(labels)[:, None], axis=-1)))
+
+
 def compare(probabilities, reference, labels):
-    """Top-1 accuracy of both, top-1 agreement and max abs difference, as a dict."""
+    """Top-1 accuracy of both, top-1 agreement and max abs difference, as a dict (and
+    `top5_accuracy` of `probabilities` from TOP5_MIN_CLASSES classes on)."""
     predicted, expected = probabilities.argmax(-1), reference.argmax(-1)
-    return {
+    row = {
         "images": int(len(labels)),
         "accuracy": float(np.mean(predicted == labels)),
         "reference_accuracy": float(np.mean(expected == labels)),
         "agreement": float(np.mean(predicted == expected)),
         "max_abs_diff": float(np.max(np.abs(probabilities - reference))),
     }
+    if probabilities.shape[-1] >= TOP5_MIN_CLASSES:
+        row["top5_accuracy"] = top5_accuracy(probabilities, labels)
+    return row
 
 
 def verify_tflite(path, images, labels, reference, *, min_agreement, threads=(1, 2),
@@ -218,7 +232,8 @@ def _dir_size(path):
 
 def verify_saved_model(path, raw_groups, labels, reference, *, min_agreement, runs=20):
     """Runs the uint8 `serving_default` of a SavedModel on the images as stored (same-size
-    groups `[(indices, uint8 (n, h, w, C))]`); compares with `reference`."""
+    groups `[(indices, uint8 (n, h, w, C))]`); compares with `reference`. Returns (the report
+    row, the file's probabilities (N, classes) in the order of `labels`), as `verify_tflite`."""
     serve = tf.saved_model.load(path).signatures["serving_default"]
     probabilities = np.zeros_like(reference)
     for index, images in raw_groups:
@@ -236,15 +251,16 @@ def verify_saved_model(path, raw_groups, labels, reference, *, min_agreement, ru
            "latency_ms": {"tf": round(1000 * statistics.median(times[3:]), 3)},
            "min_agreement": min_agreement}
     row["passed"] = row["agreement"] >= min_agreement
-    return row
+    return row, probabilities
 
 
 COLUMNS = (
     ("format", "format", "{}"),
     ("size", "size_bytes", "{}"),
     ("input", "input_dtype", "{}"),
-    ("LiteRT acc", "accuracy", "{:.4f}"),
-    ("Keras acc", "reference_accuracy", "{:.4f}"),
+    ("acc", "accuracy", "{:.4f}"),
+    ("top-5", "top5_accuracy", "{:.4f}"),
+    ("ref acc", "reference_accuracy", "{:.4f}"),
     ("agree", "agreement", "{:.4f}"),
     ("MediaPipe acc", "mediapipe_accuracy", "{:.4f}"),
     ("MP=LiteRT", "mediapipe_agreement", "{:.4f}"),
@@ -252,6 +268,10 @@ COLUMNS = (
     ("ms 2 thr", ("latency_ms", "2"), "{:.2f}"),
     ("ok", "passed", "{}"),
 )
+"""(title, row key or key path, format) of `format_table`: acc is the file's top-1 in its own
+runtime, ref acc its reference's (export: the Keras model), agree their top-1 agreement."""
+OPTIONAL_COLUMNS = ("top5_accuracy",)
+"""Shown only when a row has them (top-5: from TOP5_MIN_CLASSES classes on)."""
 
 
 def _cell(row, key, fmt):
@@ -273,10 +293,12 @@ def _human_size(n):
 
 
 def format_table(rows):
-    """A fixed-width text table of report rows (see COLUMNS)."""
-    cells = [[title for title, _, _ in COLUMNS]]
-    cells += [[_cell(row, key, fmt) for _, key, fmt in COLUMNS] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
+    """A fixed-width text table of report rows (export's and `export.evaluate`'s; see COLUMNS)."""
+    columns = [c for c in COLUMNS
+               if c[1] not in OPTIONAL_COLUMNS or any(c[1] in row for row in rows)]
+    cells = [[title for title, _, _ in columns]]
+    cells += [[_cell(row, key, fmt) for _, key, fmt in columns] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
              for r in cells]
     lines.insert(1, "-" * len(lines[0]))

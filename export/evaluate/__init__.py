@@ -117,11 +117,6 @@ def _mediapipe_for(runner, mediapipe):
         return None, f"refused: {e}"
 
 
-def _top5(probabilities, labels):
-    top = np.argsort(-probabilities, axis=-1)[:, :5]
-    return float(np.mean(np.any(top == labels[:, None], axis=-1)))
-
-
 def _row(runner, probabilities, labels, reference, latency, class_names):
     from export import verify
 
@@ -130,8 +125,8 @@ def _row(runner, probabilities, labels, reference, latency, class_names):
            "input_dtype": runner.input, "images": int(len(labels)),
            "accuracy": float(np.mean(probabilities.argmax(-1) == labels)),
            "latency_ms": latency}
-    if len(class_names) > 5:
-        row["top5_accuracy"] = _top5(probabilities, labels)
+    if len(class_names) >= verify.TOP5_MIN_CLASSES:
+        row["top5_accuracy"] = verify.top5_accuracy(probabilities, labels)
     if reference is not None:
         row.update({k: v for k, v in verify.compare(probabilities, reference, labels).items()
                     if k != "images"})

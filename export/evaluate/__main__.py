@@ -44,14 +44,12 @@ def print_report(report, out):
     reference = f"; agreement with {report['reference']}" if report["reference"] else ""
     print(f"\n{images} {report['dataset']} images ({report['split']}, "
           f"{len(report['class_names'])} classes{reference}):\n")
-    print(verify.format_table(report["files"]))
-    print("\n(each file's top-1 in its own runtime; the reference's beside it when given)")
+    print(verify.format_table(report["files"]) + "\n")
     for row in report["files"]:
-        top5 = f", top-5 {row['top5_accuracy']:.4f}" if "top5_accuracy" in row else ""
         worst = f", worst class {row['worst_class']!r}" if row.get("worst_class") else ""
         tf_ms = row["latency_ms"].get("tf")
         latency = f", {tf_ms:.2f} ms a batch-1 call (TF threads)" if tf_ms else ""
-        print(f"{row['format']} ({row['runtime']}): top-1 {row['accuracy']:.4f}{top5}"
+        print(f"{row['format']} ({row['runtime']}): top-1 {row['accuracy']:.4f}"
               f"{worst}{latency}")
         if row.get("mediapipe") not in (None, "ran"):
             print(f"  note: MediaPipe {row['mediapipe']}")

@@ -98,6 +98,33 @@ def test_integer_models_have_only_integer_ops_and_take_pixels_as_they_come(expor
     assert export.TFLiteModel(os.path.join(out, "model_int8_io.tflite")).output_dtype == np.uint8
 
 
+def test_every_format_shows_where_it_errs(exported, held_out):
+    """Pictures and per-class table per format, from verification's own probabilities: the
+    recall, precision and support counted here from LiteRT's predictions (same file, same
+    frames, same thread count: XNNPACK gives the same top-1) equal the report's."""
+    from PIL import Image
+
+    out, rows, report = exported
+    for fmt, row in rows.items():
+        for name in ("confusion", "mistakes"):
+            path = os.path.join(out, "errors", fmt, f"{name}.png")
+            assert row["figures"][name] == os.path.join("errors", fmt, f"{name}.png")
+            with Image.open(path) as image:  # a PNG that is not one flat colour
+                assert image.format == "PNG" and np.asarray(image.convert("L")).std() > 0
+        assert row["top5_accuracy"] >= row["accuracy"]  # 10 classes: a top-5 column
+    assert "top-5" in verify.format_table(report["formats"]).splitlines()[0]
+    labels = held_out.eval_labels
+    for fmt in ("float32", "int8"):
+        model = export.TFLiteModel(os.path.join(out, export.FILES[fmt]), num_threads=2)
+        predicted = model.predict(held_out.frames.astype(np.float32)).argmax(-1)
+        for c, entry in enumerate(rows[fmt]["per_class"]):
+            hits = np.sum((predicted == c) & (labels == c))
+            assert entry["class"] == report["class_names"][c]
+            assert entry["support"] == np.sum(labels == c)
+            assert entry["recall"] == hits / np.sum(labels == c), (fmt, entry)
+            assert entry["precision"] == hits / max(np.sum(predicted == c), 1), (fmt, entry)
+
+
 def test_non_integer_ops_are_named(exported):
     out, _, _ = exported
     names = formats.non_integer_ops(open(os.path.join(out, "model_float32.tflite"), "rb").read())
@@ -267,8 +294,9 @@ def test_failed_verification_leaves_no_model_file(run_dir, fashion_dir, tmp_path
                              min_agreement_int8=1.0, latency_runs=2)
     with pytest.raises(export.VerificationError, match=r"int8 \(agreement 0\.\d+ < 1\.0\)"):
         export.export(run_dir, str(tmp_path), spec)
-    assert sorted(os.listdir(tmp_path)) == ["labels.txt", "metadata.json",
+    assert sorted(os.listdir(tmp_path)) == ["errors", "labels.txt", "metadata.json",
                                             "model_float32.tflite", "report.json"]
+    assert os.listdir(tmp_path / "errors") == ["float32"]  # no pictures of a failed file
     report = json.load(open(tmp_path / "report.json"))
     assert [r["passed"] for r in report["formats"]] == [True, False]
 
