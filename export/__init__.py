@@ -5,8 +5,9 @@
 
 `export.export` (in `export.exporter`) takes a model, a `.keras` file or a run directory of
 `train.loop` and an `ExportSpec` (`export.spec`), writes every format into a temporary
-directory, verifies it (`export.verify`: LiteRT, TFLite Metadata, MediaPipe, SavedModel) and
-only then moves the files that passed into place.
+directory, verifies it (`export.verify`: LiteRT, TFLite Metadata, MediaPipe, SavedModel, ONNX
+Runtime) and only then moves the files that passed into place. `export.evaluate` judges any
+such file on any dataset later, from the file alone.
 
 Importing `export` does not import TensorFlow: `python -m export` sets up its process first
 (`train.console`), and TensorFlow reads its settings at its import. So the names from modules
@@ -21,17 +22,19 @@ from export import spec
 from export.spec import DEFAULT_FORMATS, FILES, FORMATS, ExportSpec
 
 if TYPE_CHECKING:
-    from export import formats, verify
+    from export import evaluate, formats, verify
     from export.exporter import export
-    from export.inputs import ExportData, load_data, load_source
+    from export.inputs import ExportData, RunSummary, evaluation_view, load_data, load_source
     from export.verify import TFLiteModel, VerificationError, format_table
 
 _ON_FIRST_USE = {
     "export": "export.exporter", "ExportData": "export.inputs", "load_data": "export.inputs",
-    "load_source": "export.inputs", "TFLiteModel": "export.verify",
+    "load_source": "export.inputs", "RunSummary": "export.inputs",
+    "evaluation_view": "export.inputs", "TFLiteModel": "export.verify",
     "VerificationError": "export.verify", "format_table": "export.verify",
 }
-_MODULES_ON_FIRST_USE = ("formats", "verify")
+_MODULES_ON_FIRST_USE = ("evaluate", "formats", "verify")
+"""Submodules: `export.evaluate` is the package (`export.evaluate.evaluate(...)` judges files)."""
 
 __all__ = sorted(["DEFAULT_FORMATS", "FILES", "FORMATS", "ExportSpec", "spec",
                   *_ON_FIRST_USE, *_MODULES_ON_FIRST_USE])

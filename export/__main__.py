@@ -1,13 +1,13 @@
-"""`python -m export`: a trained model to verified SavedModel and TFLite files.
+"""`python -m export`: a trained model to verified SavedModel, TFLite and ONNX files.
 
     python -m export --run_dir=runs/r20 --out=exported/r20 --formats=float32,int8,qat
     python -m export --model=model.keras --dataset=fashion_mnist --out=exported/m
 
 Flags become an `export.ExportSpec`; `export.export` does the work and writes report.json
-beside the models; the report is printed as a table (LiteRT, MediaPipe and Keras accuracy on
-the same held-out images). Exit status 1 when a format fails its verification (its file is not
-written), 2 on bad input. --verbosity=0 brings back INFO logs; without it, TensorFlow's and
-LiteRT's native lines go to OUT/native.log.
+beside the models; the report is printed as a table (each file's accuracy in its own runtime,
+MediaPipe's and Keras' on the same held-out images). Exit status 1 when a format fails its
+verification (its file is not written), 2 on bad input. --verbosity=0 brings back INFO logs;
+without it, TensorFlow's and LiteRT's native lines go to OUT/native.log.
 """
 
 import os
@@ -93,8 +93,9 @@ def print_report(report, out):
                   f"bytes vs dense {row['dense_zipped_bytes']} ({row['zip_ratio']:.2f}x smaller)")
         if row.get("mediapipe") not in (None, "ran"):
             print(f"note: MediaPipe {row['format']}: {row['mediapipe']}")
-    print(f"\nWrote {out} (report.json, metadata.json, labels.txt; labels and normalization "
-          "are inside every .tflite).")
+    print(f"\nWrote {out} (report.json, metadata.json, labels.txt; errors/<format>/ "
+          "confusion.png and mistakes.png; labels and normalization are inside every .tflite "
+          "and the .onnx).")
 
 
 def main(argv):

@@ -24,7 +24,8 @@ from absl import logging
 
 import keras_resnet  # noqa: F401  (registers the custom layers for loading)
 from export.spec import FORMATS, INPUTS
-from train import native_stderr_quiet, views
+from train import views
+from train.console import native_stderr_quiet
 
 _IO = {"uint8": tf.uint8, "int8": tf.int8}
 

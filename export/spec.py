@@ -86,13 +86,13 @@ FORMAT_TABLE = (
            fine_tune=Step("export.qat", "fine_tune")),
     Format("pruned", "model_pruned.tflite", fine_tune=Step("export.prune", "fine_tune"),
            extra_report=Step("export.prune", "size_report")),
-    # uint8 RGB images at any batch size, for x86 servers (export.onnx_format); needs
-    # `pip install onnxruntime tf2onnx`, so not among the defaults
+    # uint8 RGB images at any batch size, for x86 servers (export.onnx_format); onnxruntime
+    # and tf2onnx come with the export extra (setup.py), so it is among the defaults
     Format("onnx", "model.onnx", writer="onnx"),
 )
 FORMATS = {f.name: f for f in FORMAT_TABLE}
 FILES = {f.name: f.file for f in FORMAT_TABLE}
-DEFAULT_FORMATS = ("saved_model", "float32", "float16", "dynamic", "int8", "int8_io")
+DEFAULT_FORMATS = ("saved_model", "float32", "float16", "dynamic", "int8", "int8_io", "onnx")
 IO_DTYPES = ("uint8", "int8")
 
 
