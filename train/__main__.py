@@ -92,11 +92,12 @@ def print_summary(summary: dict, recipe) -> None:
 
 def print_data(recipe) -> None:
     """A folder's classes x splits table before training (`train.data.describe`; nothing for
-    TFDS datasets)."""
+    TFDS datasets). Broken images with bad_images='fail' raise ValueError here, before
+    anything is built: `main` makes it exit status 2."""
     from train import data, session
 
     table = data.describe(recipe.dataset, data_dir=FLAGS.data_dir,
-                          **session.folder_options(recipe))
+                          **session.folder_options(recipe))  # bad_images, holdout
     if table:
         print(table)
 

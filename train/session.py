@@ -8,7 +8,8 @@ length in epochs turned into steps), the run directory, the strategy and `Settin
 (`train.pipeline` batches through the one evaluation view), the model, optimizer and
 compiled `train.steps.Steps`, the `Counters` and the `Checkpoints` that save them with the
 data iterator, the step restored from the last checkpoint, and the summary.json entries known
-at the start (pretrained weights, the folder's outcome). `train.loop` drives it.
+at the start (pretrained weights, the folder's outcome); labels.txt in the run directory.
+`train.loop` drives it.
 """
 
 import dataclasses
@@ -57,7 +58,7 @@ class Counters(NamedTuple):
 class Data(NamedTuple):
     """The run's data: the training split's info and view, its stream of global batches, the
     evaluation and test batches (the same object when the splits are equal), the test split's
-    size and the normalization mean."""
+    size and the normalization mean (None with pretrained weights, which bring theirs)."""
 
     info: data.DatasetInfo
     view: views.View
@@ -65,7 +66,7 @@ class Data(NamedTuple):
     eval: tf.data.Dataset
     test: tf.data.Dataset
     test_images: int
-    mean: np.ndarray
+    mean: np.ndarray | None
 
 
 def folder_options(recipe: recipes_lib.Recipe) -> dict:
@@ -76,7 +77,7 @@ def folder_options(recipe: recipes_lib.Recipe) -> dict:
 def _datasets(r: recipes_lib.Recipe, data_dir) -> Data:
     options = folder_options(r)
     train_raw, info = data.load(r.dataset, r.train_split, data_dir=data_dir, **options)
-    view = views.for_dataset(info, r.image_size, r.augment)
+    view = views.for_recipe(info, r)  # the run's one view: export reads the same
     train_ex = pipeline.prepare(train_raw, info, view, r.augment)
 
     def eval_examples(split):
@@ -91,8 +92,17 @@ def _datasets(r: recipes_lib.Recipe, data_dir) -> Data:
     train_ds = pipeline.train_batches(train_ex, batch_size=r.batch_size, augment=r.augment,
                                       seed=r.seed, erasing=r.erasing,
                                       shuffle_buffer=r.shuffle_buffer)
-    mean = data.normalization(info, view, train_ex.images, train_ex.dataset)
+    mean = None  # pretrained weights bring their own normalization (train.model)
+    if r.weights == "none":  # streamed photos: decodes up to 10,000 of them, once
+        mean = data.normalization(info, view, train_ex.images, train_ex.dataset)
     return Data(info, view, train_ds, eval_ds, test_ds, len(test_ex), mean)
+
+
+def write_labels(info: data.DatasetInfo, run_dir: str) -> str:
+    """RUN_DIR/labels.txt: the class names, one a line, in label order (the model's outputs),
+    as an exported model's labels.txt; `export.evaluate` reads it beside model.keras."""
+    return rundir.atomic_write(os.path.join(run_dir, "labels.txt"),
+                               "".join(f"{name}\n" for name in info.class_names))
 
 
 class Checkpoints:
@@ -175,6 +185,9 @@ def start(recipe, run: rundir.RunDir, strategy, settings: Settings, data_dir) ->
     start_step = checkpoints.restore()
     steps = Steps(model, optimizer, strategy, plan, d.info.num_classes, jit=settings.xla,
                   step=counters.step)
-    folder = data.record(d.info, run.path) if run.chief else {}  # skipped, held-out files
+    folder = {}
+    if run.chief:
+        folder = data.record(d.info, run.path)  # skipped, held-out files
+        write_labels(d.info, run.path)
     return Session(recipe, plan, run, strategy, settings, d, model, optimizer, steps, counters,
                     iterator, checkpoints, start_step, {"weights": weights, **folder})

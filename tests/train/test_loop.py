@@ -22,8 +22,12 @@ def tiny_run(tmp_path_factory, fashion_dir, helpers):
     return recipe, run_dir, summary
 
 
-def test_run_directory(tiny_run):
+def test_run_directory(tiny_run, fashion_dir):
     recipe, run_dir, summary = tiny_run
+    # labels.txt: the dataset's class names in label order, one a line (export.evaluate)
+    info = data.load("fashion_mnist", "test[:1]", data_dir=fashion_dir)[1]
+    assert (run_dir / "labels.txt").read_text() == "".join(f"{n}\n" for n in info.class_names)
+    assert len(info.class_names) == 10 and info.class_names[0] == "T-shirt/top"
     assert recipes.Recipe.from_json((run_dir / "recipe.json").read_text()) == recipe
     assert json.loads((run_dir / "summary.json").read_text()) == summary
     assert summary["steps"] == 12 and summary["replicas"] == 1
@@ -241,6 +245,28 @@ def test_cli_reports_bad_flags(tmp_path, helpers):
         check=False, timeout=120)
     assert proc.returncode == 2
     assert "unknown recipe field 'bogus'" in proc.stderr
+
+
+def test_cli_stops_on_broken_images_with_bad_images_fail(tmp_path, helpers):
+    """bad_images='fail' names the broken file and exits 2 before training, no traceback."""
+    from PIL import Image
+
+    for k in range(2):
+        (tmp_path / "photos" / f"c{k}").mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (16, 12), (40 * i, 80 * k, 9)).save(
+                tmp_path / "photos" / f"c{k}" / f"{i}.jpg")
+    whole = (tmp_path / "photos" / "c1" / "2.jpg").read_bytes()
+    (tmp_path / "photos" / "c1" / "2.jpg").write_bytes(whole[:len(whole) // 2])  # cut short
+    proc = helpers.run_python(
+        "from train.__main__ import run; run()", f"--run_dir={tmp_path / 'run'}",
+        "--recipe=smoke", f"--dataset=folder:{tmp_path / 'photos'}", "--image_size=16",
+        "--set=bad_images=fail", check=False, timeout=120,
+        env=helpers.subprocess_env(KERAS_HOME=tmp_path / "keras_home"))
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "error: 1 broken image(s)" in proc.stderr and "c1/2.jpg" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 @pytest.mark.parametrize("tf_config, name", [
