@@ -118,9 +118,9 @@ CLI_CHECK = textwrap.dedent("""
         flags.FLAGS.unparse_flags()
         flags.FLAGS(argv)  # unknown flags, bad values and missing required flags raise here
         found = seen["main"].__globals__
-        if "overrides_from_flags" in found and "recipes" in found:  # python -m train
+        if "apply_flags" in found and "recipes" in found:  # python -m train
             recipes, name = found["recipes"], flags.FLAGS.recipe or "paper_cifar"
-            recipes.resolve(name).replace(**found["overrides_from_flags"]())
+            found["apply_flags"](recipes.resolve(name))
         for builder in ("spec_from_flags", "config_from_flags"):  # export, train.experiments
             if builder in found:
                 found[builder]()

@@ -36,7 +36,13 @@ flags.DEFINE_integer("verbose", 1, "1: progress bar, 0: quiet.")
 SHORTHANDS = {
     "model": "Network, e.g. resnet20, resnet56, resnet50, plain20, resnet8.",
     "dataset": "Dataset: fashion_mnist, cifar10, cifar100, imagenette, imagenet2012, folder:DIR.",
-    "steps": "Training iterations (multiplied by --scale only when you give --scale).",
+    "weights": "Start from pretrained weights: a registry tag of the model (imagenet, ...), a file "
+               "(.weights.h5, keras.applications .h5, .safetensors, .pth, a run's model.keras) "
+               "or none (from scratch). The head is replaced when the classes differ.",
+    "steps": "Training iterations (multiplied by --scale only when you give --scale). On a recipe "
+             "whose length is in epochs (finetune), N steps with its head phase and warm-up "
+             "keeping their share.",
+    "epochs": "Length in epochs of the training split (finetune: 8); 0 lets --steps decide.",
     "scale": "Multiplies every iteration count of the schedule (steps, lr boundaries, warm-up).",
     "batch_size": "Global batch size, split across replicas.",
     "lr": "Learning rate: the peak, or per lr_base_batch images when the recipe scales it "
@@ -55,10 +61,18 @@ for _name, _help in SHORTHANDS.items():
 
 
 def overrides_from_flags() -> dict:
-    """Recipe overrides from the shorthand flags and --set (strings; the recipe converts)."""
-    overrides = {k: getattr(FLAGS, k) for k in SHORTHANDS if getattr(FLAGS, k) is not None}
+    """Recipe overrides from the shorthand flags and --set (strings; the recipe converts).
+    --steps is applied by `apply_flags` (it means steps on an epoch-based recipe too)."""
+    overrides = {k: getattr(FLAGS, k) for k in SHORTHANDS
+                 if k != "steps" and getattr(FLAGS, k) is not None}
     overrides.update(recipes.parse_sets(FLAGS.set))
     return overrides
+
+
+def apply_flags(recipe):
+    """`recipe` with the flags' overrides, then --steps through `Recipe.with_steps`."""
+    recipe = recipe.replace(**overrides_from_flags())
+    return recipe if FLAGS.steps is None else recipe.with_steps(FLAGS.steps)
 
 
 def set_up_process() -> None:
@@ -115,7 +129,7 @@ def main(argv):
                 recipe = recipes.Recipe.from_json(f.read())
         else:
             recipe = recipes.resolve(FLAGS.recipe or "paper_cifar")
-        recipe = recipe.replace(**overrides_from_flags())
+        recipe = apply_flags(recipe)
         for warning in recipe.warnings():
             print(f"warning: {warning}", file=sys.stderr)
         print_data(recipe)
