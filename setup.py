@@ -40,7 +40,7 @@ setup(
         # does, since one resolution of both fails.
         "mobile": ["mediapipe==1.2.2"],
         "test": EXPORT + ["pytest>=8", "pytest-timeout", "nbclient", "nbformat", "ipykernel",
-                          "jax", "pillow"],
+                          "jax", "pillow", "ruff"],
         "torch": ["torch==2.14.1", "torchvision==0.29.1", "timm==1.0.31"],
         "onnx": ONNX,
         "bench": ONNX,

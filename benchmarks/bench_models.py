@@ -56,14 +56,16 @@ def main():
     ours.set_weights(ref.get_weights())
     macs = keras_resnet.count_multiply_adds(ours)
     peak = matmul_peak_gflops()
-    print(f"{args.model}: {macs / 1e9:.2f} G multiply-adds per image; matmul peak {peak:.0f} GFLOP/s "
-          f"on {os.cpu_count()} cores")
-    print(f"{'batch':>5} {'keras.applications':>19} {'keras_resnet':>13} {'ratio':>6} {'GFLOP/s':>8} {'of peak':>7}")
+    print(f"{args.model}: {macs / 1e9:.2f} G multiply-adds per image; "
+          f"matmul peak {peak:.0f} GFLOP/s on {os.cpu_count()} cores")
+    print(f"{'batch':>5} {'keras.applications':>19} {'keras_resnet':>13} {'ratio':>6} "
+          f"{'GFLOP/s':>8} {'of peak':>7}")
     for batch in (int(b) for b in args.batches.split(",")):
         x = tf.constant(np.random.default_rng(0).uniform(0, 255, (batch, 224, 224, 3)), tf.float32)
         fns = {name: tf.function(lambda x, m=m: m(x, training=False)) for name, m in
                (("ref", ref), ("ours", ours))}
-        np.testing.assert_allclose(fns["ours"](x), fns["ref"](x), atol=1e-5)  # warm-up + same result
+        # Warm-up, and the same result.
+        np.testing.assert_allclose(fns["ours"](x), fns["ref"](x), atol=1e-5)
         times = {"ref": [], "ours": []}
         for _ in range(args.rounds):
             for name in ("ref", "ours") if _ % 2 == 0 else ("ours", "ref"):

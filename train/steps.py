@@ -20,8 +20,10 @@ import functools
 import keras
 import tensorflow as tf
 
-from train import fused_batch_norm  # noqa: F401  (registers the fused BatchNorm kernel)
-from train import schedules
+from train import (
+    fused_batch_norm,  # noqa: F401  (registers the fused BatchNorm kernel)
+    schedules,
+)
 
 
 def make_optimizer(recipe, policy: str) -> keras.optimizers.Optimizer:

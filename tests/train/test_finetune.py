@@ -4,8 +4,8 @@ the views of a recipe with weights, the random-resized crop, and the model a rec
 from pretrained weights. Fine-tuning against training from scratch: test_finetune_transfer.py.
 """
 
-import numpy as np
 import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 

@@ -57,7 +57,8 @@ def test_fused_training_equals_unfused_up_to_bessel(shape):
     w = rng.normal(0, 1, shape).astype("float32")
     fused, unfused = _pair(shape, seed=2)
     initial_var = unfused.moving_variance.numpy().copy()
-    (y, dx, dg, db, mm, mv), (y0, dx0, dg0, db0, mm0, mv0) = (_train_step(l, x, w) for l in (fused, unfused))
+    (y, dx, dg, db, mm, mv), (y0, dx0, dg0, db0, mm0, mv0) = (
+        _train_step(l, x, w) for l in (fused, unfused))
     # Noise floor, measured against a float64 numpy BN on these shapes (5 seeds): max |y - y64|
     # is 6.8e-6 fused / 3.1e-6 unfused with oneDNN, 3.5e-6 / 3.1e-6 with Eigen
     # (TF_ENABLE_ONEDNN_OPTS=0), for |y| up to ~7: float32 epsilon 1.2e-7 x |y| x the few
@@ -85,14 +86,17 @@ def test_fused_training_equals_unfused_up_to_bessel(shape):
 def test_fused_inference_is_the_parent_bitwise():
     fused, unfused = _pair((4, 8, 8, 16), seed=3)
     x = np.random.default_rng(4).normal(1, 2, (4, 8, 8, 16)).astype("float32")
-    np.testing.assert_array_equal(fused(x, training=False).numpy(), unfused(x, training=False).numpy())
+    np.testing.assert_array_equal(fused(x, training=False).numpy(),
+                                  unfused(x, training=False).numpy())
     fused.trainable = unfused.trainable = False  # frozen: inference statistics even in training
-    np.testing.assert_array_equal(fused(x, training=True).numpy(), unfused(x, training=True).numpy())
+    np.testing.assert_array_equal(fused(x, training=True).numpy(),
+                                  unfused(x, training=True).numpy())
 
 
 def _ops_of(layer, x, training):
     fn = tf.function(lambda t: layer(t, training=training))
-    return {op.type for op in fn.get_concrete_function(tf.TensorSpec(x.shape)).graph.get_operations()}
+    graph = fn.get_concrete_function(tf.TensorSpec(x.shape)).graph
+    return {op.type for op in graph.get_operations()}
 
 
 @pytest.mark.parametrize("case, fused", [
