@@ -161,6 +161,14 @@ def _head(x, include_top, pooling, classes, classifier_activation):
     return x
 
 
+def _model_inputs(img_input, input_tensor):
+    """The model's inputs: the `input_tensor`'s source inputs, else `img_input`; a single input
+    unwrapped (a model of one input is called with the tensor itself)."""
+    inputs = ([img_input] if input_tensor is None
+              else keras.utils.get_source_inputs(input_tensor))
+    return inputs[0] if len(inputs) == 1 else inputs
+
+
 def build_resnet(stages, block="bottleneck", *, stem="imagenet", shortcut="B", layout="v1",
                  stride_at="first", include_top=True, weights=None, input_tensor=None,
                  input_shape=None, pooling=None, classes=1000, classifier_activation="softmax",
@@ -233,10 +241,7 @@ def build_resnet(stages, block="bottleneck", *, stem="imagenet", shortcut="B", l
 
     # Keras walks the graph recursively (ResNet-1202: ~4,000 layers), also when loading it.
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 200 * sum(s[1] for s in stages) + 2000))
-    inputs = ([img_input] if input_tensor is None
-              else keras.utils.get_source_inputs(input_tensor))
-    inputs = inputs[0] if len(inputs) == 1 else inputs  # a single input is called unwrapped
-    model = keras.Model(inputs, x, name=name)
+    model = keras.Model(_model_inputs(img_input, input_tensor), x, name=name)
 
     if weights is not None or weight_set is not None:
         from keras_resnet.weights import load_weights
