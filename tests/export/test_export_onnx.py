@@ -64,9 +64,11 @@ def test_an_onnx_file_that_disagrees_ships_nothing(run_dir, fashion_dir, tmp_pat
     assert (tmp_path / "model_float32.tflite").exists()  # the other format still shipped
 
 
-def test_onnx_is_not_a_default_format():
-    """onnxruntime and tf2onnx are not in the export extra: asked for, never assumed."""
-    assert "onnx" in export.FORMATS and "onnx" not in export.DEFAULT_FORMATS
+def test_onnx_is_a_default_format():
+    """onnxruntime, tf2onnx and onnx are in the export extra: a default export (ExportSpec(),
+    the CLI's --formats) writes model.onnx, a float format under the float threshold."""
+    assert "onnx" in export.FORMATS and "onnx" in export.DEFAULT_FORMATS
+    assert "onnx" in export.ExportSpec().formats
     row = export.FORMATS["onnx"]
     assert (row.writer, row.quantized, row.fine_tune, row.tflite) == ("onnx", False, None, False)
     spec = export.ExportSpec(formats=("onnx",), min_agreement_float=0.97)
