@@ -10,7 +10,7 @@ Nothing is downloaded at run time. `fashion_mnist` is prepared offline from Debi
 already, or its files must lie in `<data_dir>/downloads/manual`, or `load` fails at once saying
 what to place where. `folder:/path` reads `root/<class>/<image>` or
 `root/<split>/<class>/<image>` by the rules of `train.folders`; `describe` and `record` say
-what those rules found.
+what those rules found; `folder_images` lists the files of a folder split `load` read.
 """
 
 import collections
@@ -161,12 +161,31 @@ def _slice_bounds(sliced: str, n: int) -> tuple:
     return start, stop
 
 
-def _load_folder(root: str, split: str, bad_images: str, holdout) -> tuple:
-    tree = _scan(root, bad_images, holdout)
+def _split_images(tree: folders.Tree, split: str) -> tuple:
+    """The `folders.Image`s of `split` ('train', 'test[:10%]' ...) of a scanned tree."""
     base, sliced = _parse_split(split)
     images = tree.splits[tree.resolve(base)]
     start, stop = _slice_bounds(sliced, len(images))
-    images = images[start:stop]
+    return images[start:stop]
+
+
+def folder_images(info: DatasetInfo) -> tuple:
+    """The `train.folders.Image`s of a folder split `load` read, in `load`'s order (its
+    `info.split`, sliced as `load` slices it)."""
+    tree = info.folder
+    if tree is None:
+        raise ValueError(f"folder_images needs the info of a folder split ({FOLDER_PREFIX}...), "
+                         f"got {info.name!r}: read a dataset's examples from `load`.")
+    images = _split_images(tree, info.split)
+    if len(images) != info.num_examples:
+        raise ValueError(f"folder split {info.split!r} of {tree.root} now holds {len(images)} "
+                         f"images, {info.num_examples} when it was loaded: load it again.")
+    return images
+
+
+def _load_folder(root: str, split: str, bad_images: str, holdout) -> tuple:
+    tree = _scan(root, bad_images, holdout)
+    images = _split_images(tree, split)
     found = sorted({(im.height, im.width) for im in images})
     shape = (*found[0], 3) if len(found) == 1 else (None, None, 3)
 

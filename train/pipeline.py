@@ -145,24 +145,10 @@ def _batched(ds, batch_size, augment, seed, erasing, view):
                   num_parallel_calls=AUTOTUNE)
 
 
-def folder_images(info: data.DatasetInfo) -> tuple:
-    """The `train.folders.Image`s of a folder split, in `load`'s order (its `info.split`,
-    sliced as `load` slices it)."""
-    tree = info.folder
-    base, sliced = data._parse_split(info.split)  # noqa: SLF001  load's own split rules
-    images = tree.splits[tree.resolve(base)]
-    start, stop = data._slice_bounds(sliced, len(images))  # noqa: SLF001
-    images = images[start:stop]
-    if len(images) != info.num_examples:
-        raise ValueError(f"folder split {info.split!r} of {tree.root} now holds {len(images)} "
-                         f"images, {info.num_examples} when it was loaded: load it again.")
-    return images
-
-
 def _folder_training(examples, batch_size, augment, seed, erasing, context):
     """A folder's training stream: positions and file indices first (`_permuted_indices`),
     then read, decode, orient and augment in a parallel map."""
-    images, view = folder_images(examples.info), examples.view
+    images, view = data.folder_images(examples.info), examples.view
     n = len(images)
     paths = tf.constant([im.read for im in images])
     labels = tf.constant([im.label for im in images], tf.int32)

@@ -76,7 +76,7 @@ def test_random_resized_crop_runs_on_the_full_size_photo_and_repeats(photos):
         assert all(not np.array_equal(epoch[k], plain[k][1]) for k in range(CLASSES))
     # Independent reference: the crop of the whole photo as `train.image_files.decode` reads it
     # (EXIF applied), with the seed of its stream position k.
-    images = {im.label: im for im in pipeline.folder_images(info)}  # one a class
+    images = {im.label: im for im in data.folder_images(info)}  # one a class
     x, y = next(iter(ds))
     for k, label in enumerate(y.numpy()):
         full = image_files.decode(images[label].read)
