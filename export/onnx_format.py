@@ -169,14 +169,16 @@ class OnnxModel:
 
     def frames(self, images):
         """uint8 (N, h, w, C) images of any size, C 1, 3 or 4 -> uint8 RGB (N, *input_size, 3)
-        as the file takes them: the view's resize step (stretch or center crop; bilinear,
-        antialiased, rounded), gray repeated to RGB, alpha dropped."""
+        as the file takes them: images at another size go through the view's resize step
+        (stretch or center crop; bilinear, antialiased, rounded); images already at the input
+        size are frames (already cropped, as export's verification and a camera pipeline give
+        them) and pass unchanged; gray repeated to RGB, alpha dropped."""
         images = np.asarray(images)
         if images.ndim != 4 or images.shape[-1] not in (1, 3, 4) or images.dtype != np.uint8:
             raise ValueError(f"{self.path} takes uint8 images (N, h, w, 1|3|4); received "
                              f"{images.dtype} {images.shape}.")
         images = images[..., :3] if images.shape[-1] == 4 else images
-        if self.view.resize != "stretch" or tuple(images.shape[1:3]) != self.input_shape[:2]:
+        if tuple(images.shape[1:3]) != self.input_shape[:2]:
             from train import views
 
             view = dataclasses.replace(self.view, channels=images.shape[-1])
