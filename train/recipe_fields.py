@@ -49,7 +49,8 @@ def validate(r) -> None:
         value = getattr(r, field)
         _check(isinstance(value, int) and value >= 1,
                f"recipe field {field} must be a positive int, got {value!r}.")
-    for field in ("warmup_steps", "eval_every", "lr_base_batch", "shuffle_buffer", "head_steps"):
+    for field in ("warmup_steps", "eval_every", "lr_base_batch", "shuffle_buffer", "head_steps",
+                  "min_steps"):
         value = getattr(r, field)
         _check(isinstance(value, int) and value >= 0,
                f"recipe field {field} must be an int >= 0, got {value!r}.")

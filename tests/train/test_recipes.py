@@ -209,7 +209,9 @@ def test_existing_recipes_schedules_are_unchanged_by_the_phase_machinery():
     (500, 125, 32, 16),          # 15.625 batches of 32 an epoch: 8, 2 and 1 epochs, rounded up
     (50_000, 12_500, 3_125, 1_563),
     (4_000, 1_000, 250, 125),
-    (10, 3, 1, 1),               # 0.3125 batches an epoch: 2.5, 0.625, 0.3125 rounded up
+    (400, 100, 25, 13),          # 8 epochs of 12.5 batches: exactly min_steps
+    (80, 100, 25, 13),           # 8 epochs would be 20 steps: min_steps (100) stretches the run,
+    (10, 100, 25, 13),           # head and warm-up keep their share of it (2/8, 1/8, rounded up)
 ])
 def test_finetune_epochs_resolve_to_steps(images, steps, head, warmup):
     plan = recipes.FINETUNE.resolved(images)
