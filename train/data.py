@@ -162,9 +162,11 @@ def _slice_bounds(sliced: str, n: int) -> tuple:
 
 
 def _split_images(tree: folders.Tree, split: str) -> tuple:
-    """The `folders.Image`s of `split` ('train', 'test[:10%]' ...) of a scanned tree."""
+    """The `folders.Image`s of `split` ('train', 'test[:10%]', 'all': every split's, for judging
+    a model on a folder of new photos) of a scanned tree."""
     base, sliced = _parse_split(split)
-    images = tree.splits[tree.resolve(base)]
+    images = (tuple(im for name in sorted(tree.splits) for im in tree.splits[name])
+              if base == "all" else tree.splits[tree.resolve(base)])
     start, stop = _slice_bounds(sliced, len(images))
     return images[start:stop]
 

@@ -20,7 +20,8 @@ from train import console
 
 flags.DEFINE_string("dataset", None, "train.data dataset name (fashion_mnist, cifar10, ...) or "
                     "folder:ROOT (ROOT/<class>/* or ROOT/<split>/<class>/*).")
-flags.DEFINE_string("split", "test", "Split to evaluate on, TFDS slicing allowed (test[:1000]).")
+flags.DEFINE_string("split", "test", "Split to evaluate on, TFDS slicing allowed (test[:1000]); "
+                    "all: every image of a folder (a folder of new photos).")
 flags.DEFINE_string("reference", None, "A file whose top-1 each FILE is compared with "
                     "(agreement), e.g. the SavedModel or the .keras model.")
 flags.DEFINE_string("out", None, "Output directory (default: FILE's folder/evaluation).")

@@ -150,6 +150,9 @@ def test_a_tree_without_a_test_split_gets_a_stratified_deterministic_one(tmp_pat
     assert again.held_out == info.folder.held_out  # deterministic
     half, half_info = data.load(f"folder:{root}", "train[:50%]")  # TFDS slicing on top
     assert half_info.num_examples == round(info.num_examples / 2) == len(read_all(half))
+    every, every_info = data.load(f"folder:{root}", "all")  # a folder of new photos, judged
+    assert every_info.num_examples == 83 and len(read_all(every)) == 83
+    assert {im.path for im in data.folder_images(every_info)} == train_paths | test_paths
     data.record(test_info, str(tmp_path / "run"))
     listed = (tmp_path / "run" / "held_out.txt").read_text().split()
     assert sorted(listed) == sorted(test_paths)
