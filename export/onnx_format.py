@@ -35,8 +35,6 @@ the fastest float runtime there. `benchmarks/bench_export.py` measures the int8 
 import dataclasses
 import json
 import os
-import statistics
-import time
 
 import numpy as np
 
@@ -194,15 +192,10 @@ class OnnxModel:
 
     def latency_ms(self, runs=50, warmup=5):
         """Median batch-1 latency in milliseconds (input: zeros)."""
+        from export.verify import median_ms
+
         feed = {self._input.name: np.zeros((1, *self.input_shape), np.uint8)}
-        for _ in range(warmup):
-            self.session.run(None, feed)
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            self.session.run(None, feed)
-            times.append(time.perf_counter() - start)
-        return 1000.0 * statistics.median(times)
+        return median_ms(lambda: self.session.run(None, feed), runs, warmup)
 
 
 def verify_onnx(path, frames, labels, reference, *, min_agreement, threads=(1, 2),

@@ -21,6 +21,18 @@ from absl import logging
 from export import mediapipe_runtime, tflite_metadata
 
 
+def median_ms(fn, runs, warmup=3) -> float:
+    """Median wall time of `runs` calls of `fn()` in milliseconds, after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000.0 * statistics.median(times)
+
+
 class VerificationError(RuntimeError):
     """An exported model disagrees with its reference more than allowed."""
 
@@ -102,14 +114,7 @@ class TFLiteModel:
         self._resize(1)
         self.interpreter.set_tensor(self._input["index"],
                                     np.zeros((1, *self.input_shape), self.input_dtype))
-        for _ in range(warmup):
-            self.interpreter.invoke()
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            self.interpreter.invoke()
-            times.append(time.perf_counter() - start)
-        return 1000.0 * statistics.median(times)
+        return median_ms(self.interpreter.invoke, runs, warmup)
 
 
 def _read_tflite(model):
@@ -241,14 +246,10 @@ def verify_saved_model(path, raw_groups, labels, reference, *, min_agreement, ru
                for i in range(0, len(images), 250)]
         probabilities[index] = np.concatenate(out)
     one = tf.constant(raw_groups[0][1][:1])
-    times = []
-    for _ in range(runs + 3):
-        start = time.perf_counter()
-        serve(images=one)
-        times.append(time.perf_counter() - start)
+    latency = median_ms(lambda: serve(images=one), runs, warmup=3)
     row = {"format": "saved_model", "file": os.path.basename(path), "size_bytes": _dir_size(path),
            **compare(probabilities, reference, labels), "input_dtype": "uint8 (any size)",
-           "latency_ms": {"tf": round(1000 * statistics.median(times[3:]), 3)},
+           "latency_ms": {"tf": round(latency, 3)},
            "min_agreement": min_agreement}
     row["passed"] = row["agreement"] >= min_agreement
     return row, probabilities

@@ -18,8 +18,6 @@
 
 import json
 import os
-import statistics
-import time
 
 import numpy as np
 
@@ -40,14 +38,9 @@ def to_channels(images, channels):
 
 
 def _median_ms(fn, runs, warmup=3):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return round(1000.0 * statistics.median(times), 3)
+    from export import verify
+
+    return round(verify.median_ms(fn, runs, warmup), 3)
 
 
 def _dir_size(path):

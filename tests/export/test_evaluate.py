@@ -13,21 +13,15 @@ import sys
 import numpy as np
 import pytest
 
+from tests.export import stripes
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CLASSES = ("checks", "horizontal", "vertical")
+CLASSES = stripes.CLASSES
 EVAL_IMAGES = 45  # export verifies on (and evaluate reads) the first 45 test images
 
 
 def _photo(kind, rng, h, w):
-    """A noisy RGB picture of stripes or checks in a random colour."""
-    y, x = np.mgrid[:h, :w]
-    period = rng.integers(4, 9)
-    phase = rng.integers(0, period)
-    pattern = {"horizontal": (y + phase) // (period // 2) % 2,
-               "vertical": (x + phase) // (period // 2) % 2,
-               "checks": ((y + phase) // period + (x + phase) // period) % 2}[kind]
-    image = pattern[..., None] * rng.integers(60, 256, 3) + rng.normal(0, 30, (h, w, 3))
-    return np.clip(image, 0, 255).astype(np.uint8)
+    return stripes.photo(kind, rng, h, w, noise=30)
 
 
 def _tree(root, classes=CLASSES, per_class=(40, 15), sizes=((32, 32),), gray_every=0, seed=0):

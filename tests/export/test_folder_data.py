@@ -12,21 +12,13 @@ import sys
 import numpy as np
 import pytest
 
+from tests.export import stripes
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CLASSES = ("checks", "horizontal", "vertical")
+CLASSES = stripes.CLASSES
 
 
-def _photo(kind, rng, h, w):
-    """A noisy RGB picture of stripes or checks in a random colour: learnable, not trivial."""
-    y, x = np.mgrid[:h, :w]
-    period = rng.integers(4, 9)
-    phase = rng.integers(0, period)
-    pattern = {"horizontal": (y + phase) // (period // 2) % 2,
-               "vertical": (x + phase) // (period // 2) % 2,
-               "checks": ((y + phase) // period + (x + phase) // period) % 2}[kind]
-    colour = rng.integers(60, 256, 3)
-    image = pattern[..., None] * colour + rng.normal(0, 40, (h, w, 3))
-    return np.clip(image, 0, 255).astype(np.uint8)
+_photo = stripes.photo
 
 
 def make_tree(root, mode="RGB", sizes=((32, 32),), per_class=(40, 12), seed=0):
