@@ -191,13 +191,7 @@ def with_threads(ds, threads):
 
 def time_images(ds, warmup_batches, batches, batch_size):
     """images/s of `batches` batches of `ds` after `warmup_batches`."""
-    iterator = iter(ds)
-    for _ in range(warmup_batches):
-        next(iterator)
-    start = time.perf_counter()
-    for _ in range(batches):
-        next(iterator)
-    return batches * batch_size / (time.perf_counter() - start)
+    return images_per_second(iter(ds), batches, batch_size, warmup=warmup_batches)
 
 
 def photo_augmentation():
