@@ -230,7 +230,7 @@ def verify_mediapipe(path, frames, labels, litert_probabilities, class_names, mi
     return row
 
 
-def _dir_size(path):
+def dir_size(path):
     return sum(os.path.getsize(os.path.join(root, f))
                for root, _, files in os.walk(path) for f in files)
 
@@ -247,7 +247,7 @@ def verify_saved_model(path, raw_groups, labels, reference, *, min_agreement, ru
         probabilities[index] = np.concatenate(out)
     one = tf.constant(raw_groups[0][1][:1])
     latency = median_ms(lambda: serve(images=one), runs, warmup=3)
-    row = {"format": "saved_model", "file": os.path.basename(path), "size_bytes": _dir_size(path),
+    row = {"format": "saved_model", "file": os.path.basename(path), "size_bytes": dir_size(path),
            **compare(probabilities, reference, labels), "input_dtype": "uint8 (any size)",
            "latency_ms": {"tf": round(latency, 3)},
            "min_agreement": min_agreement}

@@ -34,7 +34,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from train.image_files import VIA_PIL, check, orient, png_copy, tf_decode
+from train.image_files import VIA_PIL, check, png_copy, read_upright
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 SPLIT_NAMES = ("train", "test", "val", "validation")
@@ -330,7 +330,7 @@ def dataset(images) -> tf.data.Dataset:
 
     @tf.autograph.experimental.do_not_convert  # no Python control flow: no source re-read
     def read(path, label, orientation):
-        return orient(tf_decode(tf.io.read_file(path)), orientation), label
+        return read_upright(path, orientation), label
 
     # Damage the check cannot see (inside the compressed data of a file whose ends are intact)
     # drops that image with a logged warning instead of stopping a run that has started.

@@ -164,6 +164,12 @@ def tf_decode(data, channels=3):
     return tf.io.decode_image(data, channels=channels, expand_animations=False)
 
 
+def read_upright(path, orientation, channels=3):
+    """uint8 (h, w, channels) of the PNG/JPEG/GIF/BMP file at `path` (a string tensor in a
+    tf.data map), turned upright by its EXIF `orientation`: what every folder reader decodes."""
+    return orient(tf_decode(tf.io.read_file(path), channels), orientation)
+
+
 def decode(path: str, channels: int = 3):
     """uint8 (h, w, channels) of one image file, upright (EXIF), WebP and TIFF too; a clear
     error for a file that is not an image."""
@@ -173,4 +179,4 @@ def decode(path: str, channels: int = 3):
     if fmt in VIA_PIL:
         image = tf.constant(pil_read(path))
         return image if channels == 3 else tf.image.rgb_to_grayscale(image)
-    return orient(tf_decode(tf.io.read_file(path), channels), orientation)
+    return read_upright(path, orientation, channels)

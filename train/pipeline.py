@@ -164,8 +164,7 @@ def _folder_training(examples, batch_size, augment, seed, erasing, context):
 
     @tf.autograph.experimental.do_not_convert  # no Python control flow: no source re-read
     def read(k, i):
-        image = image_files.tf_decode(tf.io.read_file(tf.gather(paths, i)))
-        image = image_files.orient(image, tf.gather(orientations, i))
+        image = image_files.read_upright(tf.gather(paths, i), tf.gather(orientations, i))
         return _view_image(image, _image_key(seed, 0, k), augment, view), tf.gather(labels, i)
 
     ds = tf.data.Dataset.counter().map(positions, num_parallel_calls=AUTOTUNE).unbatch()

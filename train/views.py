@@ -23,6 +23,8 @@ import dataclasses
 
 import tensorflow as tf
 
+from train import augment as augment_lib
+
 RESIZES = ("stretch", "center_crop")
 
 
@@ -66,7 +68,6 @@ class View:
         return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
 
 
-CROP_AUGMENTATIONS = ("imagenet", "random_resized_crop")  # trained on crops: evaluated on one
 DEFAULT_CROP_FRACTION = 224 / 256  # ResNet's 256 -> 224 (sec. 3.4), torchvision's default
 
 
@@ -109,7 +110,7 @@ def for_dataset(info, image_size=None, augment: str = "cifar") -> View:
     an `image_size` (--image_size=N on the command line).
     """
     h, w, c = info.image_shape
-    crop = augment in CROP_AUGMENTATIONS or info.crop_view
+    crop = augment in augment_lib.PER_IMAGE or info.crop_view  # trained on crops: eval on one
     if image_size is None:
         if h is not None and w is not None and not crop:
             return View(h + 2 * info.pad, w + 2 * info.pad, c, "stretch", info.pad)

@@ -186,7 +186,8 @@ def evaluate(paths, dataset, split="test", *, reference=None, data_dir=None, max
         images = [image for image, _ in chunk]
         sample = images[0][None] if sample is None else sample
         label_list += [label for _, label in chunk]
-        thumbnails += [_thumbnail(image) for image in images]
+        if out_dir is not None:  # only the mistakes grid uses them
+            thumbnails += [_thumbnail(image) for image in images]
         for runner, outputs, media, _ in opened.values():
             outputs.append(_predict_chunk(runner, images))
             if media:

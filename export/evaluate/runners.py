@@ -43,11 +43,6 @@ def _median_ms(fn, runs, warmup=3):
     return round(verify.median_ms(fn, runs, warmup), 3)
 
 
-def _dir_size(path):
-    return sum(os.path.getsize(os.path.join(root, f))
-               for root, _, files in os.walk(path) for f in files)
-
-
 def _read_lines(path):
     with open(path) as f:
         return tuple(line for line in f.read().splitlines() if line)
@@ -79,7 +74,9 @@ class Runner:
 
     @property
     def size_bytes(self):
-        return _dir_size(self.path) if os.path.isdir(self.path) else os.path.getsize(self.path)
+        from export.verify import dir_size
+
+        return dir_size(self.path) if os.path.isdir(self.path) else os.path.getsize(self.path)
 
     def predict(self, images):
         """uint8 images (n, h, w, C) of one size -> float32 probabilities (n, classes)."""
