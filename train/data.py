@@ -8,9 +8,8 @@ and a `DatasetInfo`. How an image becomes the model's input is the evaluation vi
 Nothing is downloaded at run time. `fashion_mnist` is prepared offline from Debian's
 `dataset-fashion-mnist` files (`train.fashion_mnist`); any other TFDS dataset must be prepared
 already, or its files must lie in `<data_dir>/downloads/manual`, or `load` fails at once saying
-what to place where. `folder:/path` reads `root/<class>/<image>` or
-`root/<split>/<class>/<image>` by the rules of `train.folders`; `describe` and `record` say
-what those rules found; `folder_images` lists the files of a folder split `load` read.
+what to place where. `folder:/path` reads `root/[<split>/]<class>/<image>` by the rules of
+`train.folders`; `describe` and `record` say what they found; `folder_images` lists its files.
 """
 
 import collections
@@ -302,7 +301,9 @@ def describe(name: str, *, data_dir: str | None = None, bad_images: str = "skip"
     lines.append("  ".join([f"{'total':<{width}}", *(f"{len(tree.splits[s]):>7}" for s in splits)]))
     sizes = collections.Counter((im.height, im.width) for v in tree.splits.values() for im in v)
     shown = ", ".join(f"{h}x{w} ({n})" for (h, w), n in sizes.most_common(4))
-    lines.append(f"image sizes: {len(sizes)} ({shown}{', ...' if len(sizes) > 4 else ''})")
+    lines.append(f"image sizes read: {len(sizes)} ({shown}{', ...' if len(sizes) > 4 else ''})")
+    lines += [f"read from copies in the cache (train.copies): {n}" for n in [sum(
+        im.read != f"{root}{os.sep}{im.path}" for v in tree.splits.values() for im in v)] if n]
     if tree.split_made:
         lines.append(f"split made: no test folder, so {tree.holdout:.0%} of each class "
                      f"({len(tree.held_out)} images, chosen by file-name hash) is 'test'")

@@ -11,8 +11,9 @@ holding a usable image.
   empty, truncated or undecodable files, files that are no image (HEIC: convert to JPEG).
 - Each file is judged by `train.image_files.check` (header and end, a full decode only where
   those look wrong; JPEG EXIF orientation applied, sizes upright). PNG, JPEG, GIF, BMP decode
-  in the tf.data graph; WebP and TIFF (which TensorFlow does not read) are decoded once by PIL,
-  orientation applied, into PNG copies in the cache.
+  in the tf.data graph; WebP and TIFF (which TensorFlow does not read) and large photos (a
+  phone's 12 MP) are read from copies made once in the cache (`train.copies`: PNG by PIL;
+  upright JPEG with a 512-pixel shorter side).
 - A tree without a test/val/validation split gets a held-out 'test' part: per class the first
   round(holdout * n) files in `order_key` order (default 0.2; a class of one stays in 'train').
 
@@ -34,7 +35,8 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from train.image_files import VIA_PIL, check, png_copy, read_upright
+from train import copies
+from train.image_files import check, read_upright
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff")
 SPLIT_NAMES = ("train", "test", "val", "validation")
@@ -197,10 +199,14 @@ def _hold_out(groups, holdout):
 
 
 def _image(root, rel, label, fact, cache_dir):
-    fmt, h, w, orientation = fact[:4]
-    read = (_converted_path(root, rel, fact, cache_dir) if fmt in VIA_PIL
-            else f"{root}{os.sep}{rel}")
-    return Image(rel, label, fmt, h, w, orientation if fmt == "jpeg" else 1, read)
+    """The `Image` of a usable file: its copy (upright) where `train.copies` makes one."""
+    fmt, orientation = fact[0], fact[3]
+    if copies.kind(fact):
+        read, orientation = copies.path(_folder_cache(root, cache_dir), rel, fact), 1
+    else:
+        read = f"{root}{os.sep}{rel}"
+    return Image(rel, label, fmt, *copies.read_size(fact), orientation if fmt == "jpeg" else 1,
+                 read)
 
 
 def _is_junk(name: str) -> bool:
@@ -265,7 +271,7 @@ def _check_all(root, files, cache_dir):
     """{relpath: (fmt, h, w, orientation, stat, reason)}, from the manifest where size and
     mtime still match; writes the manifest back when anything was read anew."""
     path = manifest_path(root, cache_dir)
-    known = {}
+    folder, known = os.path.dirname(path), {}
     try:
         with open(path) as f:
             saved = json.load(f)
@@ -277,8 +283,7 @@ def _check_all(root, files, cache_dir):
     for rel, stat in files:
         old = known.get(rel)
         if old is not None and old[4] == stat and (
-                old[0] not in VIA_PIL or old[5]
-                or os.path.isfile(_converted_path(root, rel, old, cache_dir))):
+                not copies.kind(old) or os.path.isfile(copies.path(folder, rel, old))):
             facts[rel] = old
         else:
             todo.append((rel, stat))
@@ -289,12 +294,16 @@ def _check_all(root, files, cache_dir):
             full = os.path.join(root, rel)
             fmt, h, w, orientation, reason = check(full, stat[0])
             facts[rel] = (fmt, h, w, orientation, stat, reason)
-            if facts[rel][0] in VIA_PIL and not facts[rel][5]:
-                facts[rel] = _convert(root, rel, facts[rel], cache_dir)
+            if copies.kind(facts[rel]) == "png":
+                facts[rel] = copies.make_png(root, rel, facts[rel], folder)
             if bar and i % 500 == 0:
                 bar.update(i)
         if bar:
             bar.update(len(todo), finalize=True)
+        photos = [(rel, facts[rel]) for rel, _ in todo if copies.kind(facts[rel]) == "photo"]
+        for rel, reason in copies.make_photos(root, photos, folder).items():
+            if reason:
+                facts[rel] = (*facts[rel][:5], reason)
     if todo or len(known) != len(facts):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tmp"
@@ -308,17 +317,9 @@ def _check_all(root, files, cache_dir):
 # ------------------------------------------------------------------- copies and pipeline
 
 
-def _converted_path(root, rel, fact, cache_dir):
-    key = hashlib.sha256(f"{rel}|{fact[4][0]}|{fact[4][1]}".encode()).hexdigest()[:24]
-    return os.path.join(os.path.dirname(manifest_path(root, cache_dir)), "png", key + ".png")
-
-
-def _convert(root, rel, fact, cache_dir):
-    """The fact of a WebP/TIFF with its size once decoded into its PNG copy, or with the reason
-    it does not decode."""
-    out = _converted_path(root, rel, fact, cache_dir)
-    h, w, reason = png_copy(os.path.join(root, rel), fact[0], out)
-    return (fact[0], h, w, 1, fact[4], reason)
+def _folder_cache(root, cache_dir):
+    """The cache directory of one folder: its manifest and copies."""
+    return os.path.dirname(manifest_path(root, cache_dir))
 
 
 def dataset(images) -> tf.data.Dataset:
