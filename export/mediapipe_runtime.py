@@ -4,6 +4,7 @@ MediaPipe is optional (`pip install mediapipe==1.2.2`); `available()` says why i
 
     with ImageClassifierRunner("model_float32.tflite") as runner:
         top1, names, scores = runner.classify(frames)  # uint8 RGB frames (N, H, W, 3)
+        top1, names, scores = runner.classify([photo], regions=[(0.1, 0.0, 0.9, 1.0)])
 
 MediaPipe takes the input size, normalization and labels from the file's TFLite Metadata
 (`export.tflite_metadata`), resizes each frame to the input size itself, and refuses float32
@@ -54,21 +55,33 @@ class ImageClassifierRunner:
         except _REFUSALS as e:
             raise ValueError(f"MediaPipe ImageClassifier refuses {self.path}: {e}") from None
 
-    def classify(self, images):
+    def classify(self, images, regions=None):
         """(top-1 index (N,), top-1 category names, scores (N, classes) by category index) of
-        uint8 RGB frames (N, H, W, 3), each resized by MediaPipe to the model's input."""
+        uint8 RGB frames ((N, H, W, 3), or a list of (h, w, 3) frames of any sizes), each
+        resized by MediaPipe to the model's input. regions: per frame, the (top, left, bottom,
+        right) part of it to classify, in [0, 1] (MediaPipe's region of interest; whole frames
+        when None)."""
         import mediapipe as mp
+        from mediapipe.tasks.python.components.containers.rect import RectF
+        from mediapipe.tasks.python.vision.core import image_processing_options as mp_options
 
-        images = np.asarray(images)
-        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-            raise ValueError(f"Expected uint8 RGB frames of shape (N, H, W, 3); received "
-                             f"{images.dtype} {images.shape}.")
-        top1 = np.zeros(len(images), np.int64)
-        scores = np.zeros((len(images), self.num_classes), np.float32)
+        frames = list(images) if isinstance(images, (list, tuple)) else np.asarray(images)
+        if any(np.ndim(f) != 3 or np.shape(f)[-1] != 3 or np.asarray(f).dtype != np.uint8
+               for f in frames):
+            got = [(str(np.asarray(f).dtype), np.shape(f)) for f in frames[:3]]
+            raise ValueError(f"Expected uint8 RGB frames (N, H, W, 3) or a list of (H, W, 3); "
+                             f"received {got}.")
+        top1 = np.zeros(len(frames), np.int64)
+        scores = np.zeros((len(frames), self.num_classes), np.float32)
         names = []
-        for i, frame in enumerate(images):
+        for i, frame in enumerate(frames):
             image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(frame))
-            categories = self._classifier.classify(image).classifications[0].categories
+            options = None
+            if regions is not None:
+                top, left, bottom, right = (float(v) for v in regions[i])
+                options = mp_options.ImageProcessingOptions(RectF(left=left, top=top, bottom=bottom,
+                                                       right=right))
+            categories = self._classifier.classify(image, options).classifications[0].categories
             for category in categories:
                 scores[i, category.index] = category.score
             top1[i] = categories[0].index  # MediaPipe's own ranking, best first

@@ -97,8 +97,11 @@ def print_summary(summary: dict, recipe) -> None:
           f"{summary['global_batch_size']}, {summary['strategy']}, {summary['precision']})")
     print(f"  test accuracy {100 * summary['test_accuracy']:.2f}% on {summary['test_images']} "
           f"images ({summary['test_split']}), loss {summary['test_loss']:.4f}")
-    print(f"  {summary['images_per_sec']} images/s, {summary['train_seconds']:.0f} s of training "
-          f"on {summary['cpu']}")
+    phases = summary.get("phase_seconds", {})
+    split = f" (head-only {phases['head']:.0f} s, whole net {phases.get('whole', 0):.0f} s)" \
+        if "head" in phases else ""
+    print(f"  {summary['images_per_sec']} images/s, {summary['train_seconds']:.0f} s of training"
+          f"{split} on {summary['cpu']}")
     files = [f for f in ("model.keras", "summary.json", "curves.png", "confusion.png",
                          "mistakes.png") if os.path.exists(os.path.join(summary["run_dir"], f))]
     print(f"  run: {summary['run_dir']} ({', '.join(files)})")
@@ -120,7 +123,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     set_up_process()
-    from train import loop  # after the process set-up: it imports TensorFlow
+    from train import loop, strategies  # after the process set-up: they import TensorFlow
 
     try:
         saved = os.path.join(FLAGS.run_dir, "recipe.json")
@@ -132,6 +135,7 @@ def main(argv):
         recipe = apply_flags(recipe)
         for warning in recipe.warnings():
             print(f"warning: {warning}", file=sys.stderr)
+        strategies.make_deterministic(recipe.deterministic)  # before the folder scan's ops
         print_data(recipe)
         summary = loop.train(recipe, FLAGS.run_dir, FLAGS.strategy, data_dir=FLAGS.data_dir,
                              verbose=FLAGS.verbose)

@@ -93,6 +93,10 @@ class _Clock:
         self.start = time.perf_counter()
         self.elapsed_before = elapsed_before
         self.train_seconds, self.train_images = 0.0, 0
+        self.phases = {}  # phase -> this session's seconds in its training calls (tracing too)
+
+    def add_phase(self, phase: str, seconds: float) -> None:
+        self.phases[phase] = self.phases.get(phase, 0.0) + seconds
 
     def add_training(self, seconds: float, images: int) -> None:
         self.train_seconds += seconds
@@ -189,9 +193,10 @@ def _train_to_end(s: session_lib.Session, verbose: int) -> _Outcome:
     clock = _Clock(float(s.counters.elapsed.numpy()))
     step, calls, last_eval = s.start_step, 0, None
     while step < total:
-        n = _next_stop(plan, step) - step
+        n, phase = _next_stop(plan, step) - step, s.steps.phase_at(step)
         t0 = time.perf_counter()
         loss, acc = s.steps.train(s.iterator, n)
+        clock.add_phase(phase, time.perf_counter() - t0)
         step, calls = step + n, calls + 1
         if calls > 1 or step >= total:  # the first call traces: keep it out of images/s
             clock.add_training(time.perf_counter() - t0, n * plan.batch_size)
@@ -264,6 +269,7 @@ def _summary(s: session_lib.Session, test: Evaluation, clock: _Clock) -> dict:
         "weights_sha256": weights_digest(s.model), "resumed_from_step": s.start_step,
         "train_seconds": round(clock.elapsed_before + session, 1),
         "session_seconds": round(session, 1),
+        "phase_seconds": {p: round(t, 1) for p, t in clock.phases.items()},
         "images_per_sec": round(ips, 1) if ips else None,
         "cpu": strategies.cpu_features(), "run_dir": run.path, "model_path": run.model,
         **s.records,

@@ -155,6 +155,18 @@ def resize(images, view: View):
     return tf.ensure_shape(x, [None] * (x.shape.rank - 3) + list(inner) + [view.channels])
 
 
+def region(height: int, width: int, view: View) -> tuple:
+    """The part of a height x width image that `resize` keeps, as (top, left, bottom, right)
+    in [0, 1]: the centre crop, or the whole image (a phone runtime's region of interest)."""
+    if view.resize != "center_crop":
+        return (0.0, 0.0, 1.0, 1.0)
+    scale = view.resize_shorter / min(height, width)
+    new_h = max(round(height * scale), view.height, view.width)
+    new_w = max(round(width * scale), view.height, view.width)
+    top, left = (new_h - view.height) // 2, (new_w - view.width) // 2
+    return (top / new_h, left / new_w, (top + view.height) / new_h, (left + view.width) / new_w)
+
+
 def finish(x, view: View):
     """Steps 2-3 of the view: float32 or uint8 (..., ih, iw, C) at the inner size -> float32
     (..., H, W, C), zero-padded."""

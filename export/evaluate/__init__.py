@@ -76,24 +76,35 @@ def _predict_chunk(runner, images):
 
 
 class _MediaPipe:
-    """MediaPipe's ImageClassifier on a frame .tflite: top-1 and names, chunk by chunk."""
+    """MediaPipe's ImageClassifier on a frame .tflite, chunk by chunk: each image as a camera
+    frame of its own size (the decoded photo, not our resize of it), with the file's view's
+    region of interest (`train.views.region`: its centre crop); MediaPipe crops and resizes it
+    to the input size itself, as it does on a phone."""
 
     def __init__(self, runner):
         from export import mediapipe_runtime
 
-        self.runner, self.top1, self.names = runner, [], []
+        self.runner, self.top1, self.names, self.sizes = runner, [], [], set()
         self.classifier = mediapipe_runtime.ImageClassifierRunner(runner.path)
 
     def add(self, images):
-        for image in images:
-            top1, names, _ = self.classifier.classify(self.runner.frames_of(image[None]))
-            self.top1.append(int(top1[0]))
-            self.names += names
+        from export.evaluate.runners import to_channels
+        from train import views
+
+        frames = [to_channels(image[None], 3)[0] for image in images]
+        regions = [views.region(*f.shape[:2], self.runner.view) for f in frames]
+        self.sizes.update(f"{f.shape[1]}x{f.shape[0]}" for f in frames)
+        top1, names, _ = self.classifier.classify(frames, regions)
+        self.top1 += [int(t) for t in top1]
+        self.names += names
 
     def row(self, labels, litert, class_names):
         self.classifier.close()
         top1 = np.asarray(self.top1)
-        return {"mediapipe": "ran", "mediapipe_accuracy": float(np.mean(top1 == labels)),
+        sizes = sorted(self.sizes)
+        return {"mediapipe": "ran", "mediapipe_frames": ", ".join(sizes[:4]) + (
+                    f" ... ({len(sizes)} sizes)" if len(sizes) > 4 else ""),
+                "mediapipe_accuracy": float(np.mean(top1 == labels)),
                 "mediapipe_agreement": float(np.mean(top1 == litert.argmax(-1))),
                 "mediapipe_names_ok": self.names == [class_names[i] for i in top1]}
 

@@ -137,3 +137,25 @@ def test_files_are_shuffled_before_decoding(tmp_path, monkeypatch):
     # Read ahead: 2 prefetched batches and the maps' parallel calls (at most one per core,
     # 16 on the largest machine here): well under half the split.
     assert 2 <= len(decoded) < 120, len(decoded)
+
+
+def test_region_is_the_part_of_the_photo_the_centre_crop_view_keeps():
+    """`views.region` (the region of interest a phone runtime is given) against the view's own
+    resize: the pixels inside the region, resized to the view, are what `views.resize` gives."""
+    from train import views
+
+    rng = np.random.default_rng(3)
+    view = views.View(32, 32, 3, "center_crop")  # shorter side to 37, centre 32x32
+    for h, w in ((60, 80), (90, 45), (37, 37)):
+        image = rng.integers(0, 256, (h, w, 3), np.uint8)
+        top, left, bottom, right = views.region(h, w, view)
+        scale = view.resize_shorter / min(h, w)
+        resized = tf.image.resize(tf.cast(image, tf.float32),
+                                  (max(round(h * scale), 32), max(round(w * scale), 32)),
+                                  antialias=True)
+        n_h, n_w = resized.shape[:2]
+        crop = resized[round(top * n_h):round(bottom * n_h), round(left * n_w):round(right * n_w)]
+        assert crop.shape[:2] == (32, 32), (h, w)
+        expected = views.resize(image, view).numpy()
+        assert np.abs(np.clip(np.round(crop.numpy()), 0, 255) - expected).max() == 0, (h, w)
+    assert views.region(60, 80, views.View(32, 32, 3)) == (0.0, 0.0, 1.0, 1.0)  # stretch
