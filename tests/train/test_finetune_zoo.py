@@ -28,9 +28,10 @@ SOURCE_CLASSES, CLASSES = 5, 3
 
 def calibrated_source(name, seed=1):
     """The model a run of `name` from scratch saves, at 32x32 with SOURCE_CLASSES classes and
-    mean 120, its BatchNorm layers given random scale and offset and the moving statistics of
-    one batch of 32 (momentum 0, one training-mode call): no variable is at its initial value,
-    and in inference mode the activations stay in range, as a trained net's do."""
+    mean 120, its biases and BatchNorm scales and offsets drawn at random and its moving
+    statistics those of one batch of 32 (momentum 0, one training-mode call): no variable is at
+    its initial value, and in inference mode the activations stay in range, as a trained
+    net's do."""
     keras.utils.set_random_seed(seed)
     recipe = recipes.resolve("smoke", model=name)
     model = model_lib.build_model(recipe, VIEW, np.full(3, 120.0, np.float32),
@@ -41,6 +42,8 @@ def calibrated_source(name, seed=1):
             layer.gamma.assign(rng.uniform(0.5, 1.5, layer.gamma.shape))
             layer.beta.assign(rng.uniform(-0.2, 0.2, layer.beta.shape))
             layer.momentum = 0.0
+        elif getattr(layer, "bias", None) is not None:
+            layer.bias.assign(rng.uniform(-0.1, 0.1, layer.bias.shape))
     model(rng.uniform(0, 255, (32, *VIEW.shape)).astype(np.float32), training=True)
     return model
 
@@ -70,8 +73,12 @@ def _batches(seed=0):
     return iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
 
 
-ZOO = [("resnet18", "model.keras"), ("resnet50", "model.keras"), ("resnet50v2", "model.keras"),
+# The default suite takes one of each builder: basic blocks (ResNet-18), pre-activation
+# bottlenecks (V2), the CIFAR stem; ResNet-50/101/152 (bottlenecks with conv biases, the
+# keras.applications layout) take 15-60 s each on 2 cores, so they are slow.
+ZOO = [("resnet18", "model.keras"), ("resnet50v2", "model.keras"),
        ("resnet20", "source.weights.h5"),
+       pytest.param("resnet50", "model.keras", marks=pytest.mark.slow),
        pytest.param("resnet101", "model.keras", marks=pytest.mark.slow),
        pytest.param("resnet152", "model.keras", marks=pytest.mark.slow)]
 
@@ -93,7 +100,6 @@ def test_every_family_fine_tunes_from_a_users_checkpoint(name, file, tmp_path):
         twin = calibrated_source(name, seed=2)  # other values everywhere, then the file's
         twin.load_weights(path)
         reference, extra = _values(twin), {"weights_normalization": "torch"}
-    assert all(np.any(v != 0) for k, v in reference.items() if "moving_mean" in k)
     recipe = _zoo_recipe(name, path, **extra)
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
     keras.utils.set_random_seed(0)
@@ -109,10 +115,12 @@ def test_every_family_fine_tunes_from_a_users_checkpoint(name, file, tmp_path):
     features = reference["predictions/kernel"].shape[0]
     assert got["predictions/kernel"].shape == (features, CLASSES)
     keras.utils.set_random_seed(0)
-    fresh = model_lib.build_model(recipe.replace(weights="none"), VIEW, np.zeros(3), CLASSES)
-    head = fresh.model.get_layer("predictions")
-    np.testing.assert_array_equal(got["predictions/kernel"], head.kernel.numpy())
-    np.testing.assert_array_equal(got["predictions/bias"], head.bias.numpy())
+    fresh = _values(model_lib.build_model(recipe.replace(weights="none"), VIEW, np.zeros(3),
+                                          CLASSES).model)
+    for k in ("predictions/kernel", "predictions/bias"):
+        np.testing.assert_array_equal(got[k], fresh[k], err_msg=k)
+    unlike = [k for k in backbone if not np.array_equal(fresh[k], reference[k])]
+    assert unlike == backbone  # each backbone check above could fail
     weighted = {k.split("/")[0] for k in backbone}
     assert built.weights["layers_left_at_init"] == ["predictions"]
     assert built.weights["layers_loaded"] == len(weighted)
