@@ -7,31 +7,34 @@
 Suite 'cifar': CIFAR ResNet-20 (option A shortcuts), batch 128, 32x32x3 synthetic batches, SGD
 with momentum 0.9 and weight decay, float32: ours is `train.steps.Steps` on the keras_resnet
 model that `python -m train` builds (fused BatchNorm, oneDNN kernels, one inter-op thread); the
-peer is a plain PyTorch eager loop (channels_last) of the same architecture, written below.
-mixed_bfloat16 is measured too where the CPU has BF16 instructions (about 3 minutes).
+peer a plain PyTorch eager loop (channels_last) of the same architecture, written below; ours in
+mixed_bfloat16 too where the CPU has BF16 instructions (about 3 minutes).
 
-Suite 'finetune': the fine-tuning step on 224x224x3 photos (issue 21), ResNet-18 and ResNet-50
-(`--finetune_models`), batch 32, 10 classes, float32, in both phases of fine-tuning: 'head'
-(backbone frozen, BatchNorm in inference mode: only the classifier trains) and 'whole' (every
-layer trains but BatchNorm, whose statistics and scale/offset stay frozen, in inference mode).
-Ours: `train.steps.Steps` on `train.model.build_model`'s network with the `finetune` recipe
-(from scratch: no weight files here), which sets each phase's trainable layers itself
-(`train.steps.set_phase`); the peer: torchvision's resnet18/resnet50 in channels_last,
-`requires_grad=False` on the frozen parameters, BatchNorm modules in `eval()`, the recipe's
-Nesterov SGD, weight decay and label smoothing over the rest. Both train the same parameters
-(ResNet-18, 10 classes: 5,130 in the head phase, 11,172,042 in the whole-net phase). ResNet-50's
-whole-net step takes seconds per batch on 2 cores, so the default (2 models x 2 phases x 2
-frameworks x 3 rounds, each a fresh process) runs for tens of minutes there (not yet timed on a
-quiet machine); `--finetune_models=resnet18` or `--rounds=1` is shorter.
+Suite 'finetune': a fine-tuning step on 224x224x3 photos (issue 21), batch 32, 10 classes, per
+model (`--finetune_models`: ResNet-18, ResNet-50), phase ('head': only the classifier trains;
+'whole': all but BatchNorm; BatchNorm frozen, in inference mode, in both) and precision
+(`--finetune_precisions`: float32, and mixed_bfloat16 where the CPU has BF16 instructions, as
+mixed_precision='auto' picks). Ours: `train.steps.Steps` on `train.model.build_model`'s network
+with the `finetune` recipe (from scratch: no weight files here; it sets each phase's trainable
+layers, `train.steps.set_phase`), its mixed_precision the precision, under that Keras dtype policy
+and `make_optimizer(recipe, policy)`. The peer: torchvision's resnet18/resnet50 in channels_last,
+`requires_grad=False` on the frozen parameters, BatchNorm in `eval()`, the recipe's Nesterov SGD,
+weight decay and label smoothing; in mixed_bfloat16 its forward pass and loss under
+`torch.autocast("cpu", dtype=torch.bfloat16)` (float32 master weights, as Keras' mixed policy).
+Both train the same parameters (ResNet-18: 5,130 in the head phase, 11,172,042 whole-net). One
+row per (model, phase, precision) gives ours / PyTorch at that precision. The default (2 models x
+2 phases x 2 precisions x 2 frameworks x 3 rounds, each a fresh process; ResNet-50's whole-net
+step takes seconds on 2 cores) runs for tens of minutes (not timed on a quiet machine);
+`--finetune_models=resnet18`, `--finetune_precisions=float32` or `--rounds=1` is shorter.
 
 Each measurement runs in a fresh process, the two frameworks alternate, and the ratio of medians
 ours / PyTorch is printed beside the CPU's model name and instruction sets (figures move 10-20%
 between runs on a shared machine; the ratio, measured in one run, is what to compare). Only a
-quiet machine gives a fair ratio: under load PyTorch's OpenMP threads spin waiting for each
-other (measured at load average 7 on 2 cores: a ResNet-18 forward and backward pass at batch 4
-with 2 threads took 9-10 s, with 1 thread 1.7-2.2 s, with 2 threads and OMP_WAIT_POLICY=PASSIVE
-1.5-3.8 s), so ours / PyTorch comes out several times too high. GPU (skipped without one):
-ResNet-50 (batch 256, 224x224x3) in float32 and in mixed_float16 with XLA.
+quiet machine gives fair ratios, in every precision: under load PyTorch's OpenMP threads spin
+waiting for each other (at load average 7 on 2 cores a ResNet-18 forward and backward pass at
+batch 4 took 9-10 s with 2 threads, 1.7-2.2 s with 1, 1.5-3.8 s with 2 and
+OMP_WAIT_POLICY=PASSIVE), so ours / PyTorch comes out several times too high. GPU (skipped
+without one): ResNet-50 (batch 256, 224x224x3) in float32 and in mixed_float16 with XLA.
 """
 
 import argparse
@@ -46,9 +49,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 
+def images_per_s(run, warmup, steps, batch):
+    """images/s of `run(steps)` (`steps` batches of `batch`) after `run(warmup)`."""
+    run(warmup)
+    start = time.perf_counter()
+    run(steps)
+    return steps * batch / (time.perf_counter() - start)
+
+
 def build_network(recipe, shape, mean, classes):
-    """`train.model.build_model`'s network for (H, W, C) inputs: its result is the model, or
-    a (model, weights record) pair when it loaded weights."""
+    """`train.model.build_model`'s network for (H, W, C) inputs (also when it loaded weights)."""
     import keras
 
     from train import model as model_lib
@@ -76,18 +86,14 @@ def ours(model_name, shape, classes, batch, policy, jit, steps):
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (batch,) + shape).astype(np.float32)
     labels = rng.integers(0, classes, batch).astype(np.int32)
-    ds = tf.data.Dataset.from_tensors((images, labels)).repeat()
+    iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
     keras.config.set_dtype_policy(strategies.precision_policy(policy, strategy))
     with strategy.scope():
         model = build_network(recipe, shape, np.full(shape[-1], 120.0), classes)
         optimizer = steps_lib.make_optimizer(recipe, keras.config.dtype_policy().name)
         optimizer.build(model.trainable_variables)
     compiled = steps_lib.Steps(model, optimizer, strategy, recipe, classes, jit=jit)
-    iterator = iter(ds)
-    compiled.train(iterator, 3)  # trace, compile, warm up
-    start = time.perf_counter()
-    compiled.train(iterator, steps)
-    return steps * batch / (time.perf_counter() - start)
+    return images_per_s(lambda n: compiled.train(iterator, n), 3, steps, batch)
 
 
 def pytorch(batch, steps, threads):
@@ -126,33 +132,29 @@ def pytorch(batch, steps, threads):
     x = (torch.rand(batch, 3, 32, 32) * 255).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,))
 
-    def step():
-        optimizer.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        optimizer.step()
+    def run(n):
+        for _ in range(n):
+            optimizer.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            optimizer.step()
 
-    for _ in range(3):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps * batch / (time.perf_counter() - start)
+    return images_per_s(run, 3, steps, batch)
 
 
-def finetune_recipe(model_name, phase, batch):
+def finetune_recipe(model_name, phase, batch, precision="float32"):
     """The `finetune` recipe from scratch (no weight files here), its schedule in steps, in
-    `phase` for every step a benchmark runs."""
+    `phase` for every step a benchmark runs, its mixed_precision `precision`."""
     from train import recipes
 
     head = 10**6 if phase == "head" else 0
     return recipes.resolve("finetune", model=model_name, weights="none", batch_size=batch,
-                           mixed_precision="off", xla="off", epochs=0.0, head_epochs=0.0,
+                           mixed_precision=precision, xla="off", epochs=0.0, head_epochs=0.0,
                            warmup_epochs=0.0, warmup_steps=0, head_steps=head,
                            steps=head + 10**6)
 
 
-def ours_finetune(model_name, phase, batch, steps, classes=10, size=224):
-    """images/s of train.steps.Steps in one fine-tuning phase (in its own process)."""
+def ours_finetune(model_name, phase, batch, steps, precision, classes=10, size=224):
+    """images/s of train.steps.Steps in one fine-tuning phase and precision (own process)."""
     from train import strategies
 
     strategies.make_deterministic(True)
@@ -164,29 +166,27 @@ def ours_finetune(model_name, phase, batch, steps, classes=10, size=224):
     from train import steps as steps_lib
 
     strategy = strategies.make_strategy("one_device")
-    recipe = finetune_recipe(model_name, phase, batch)
+    recipe = finetune_recipe(model_name, phase, batch, precision)
+    policy = strategies.precision_policy(recipe.mixed_precision, strategy)
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
     labels = rng.integers(0, classes, batch).astype(np.int32)
-    ds = tf.data.Dataset.from_tensors((images, labels)).repeat()
-    keras.config.set_dtype_policy("float32")
+    iterator = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
+    keras.config.set_dtype_policy(policy)
     with strategy.scope():
         model = build_network(recipe, (size, size, 3),
                               np.asarray(data.IMAGENET_RGB_MEAN, np.float32), classes)
-        optimizer = steps_lib.make_optimizer(recipe, "float32")
+        optimizer = steps_lib.make_optimizer(recipe, policy)
     compiled = steps_lib.Steps(model, optimizer, strategy, recipe, classes)
     if compiled.phase_at(0) != phase:
         raise RuntimeError(f"the recipe starts in phase {compiled.phase_at(0)!r}, not {phase!r}.")
-    iterator = iter(ds)
-    compiled.train(iterator, 2)  # trace, warm up
-    start = time.perf_counter()
-    compiled.train(iterator, steps)
-    return steps * batch / (time.perf_counter() - start)
+    return images_per_s(lambda n: compiled.train(iterator, n), 2, steps, batch)
 
 
-def pytorch_finetune(model_name, phase, batch, steps, threads, classes=10, size=224):
+def pytorch_finetune(model_name, phase, batch, steps, threads, precision, classes=10, size=224):
     """images/s of a plain PyTorch loop fine-tuning torchvision's `model_name` in `phase`
-    (channels_last, frozen parameters requires_grad=False, BatchNorm in eval mode)."""
+    (channels_last, frozen parameters requires_grad=False, BatchNorm in eval mode); in
+    mixed_bfloat16 the forward pass and loss under CPU autocast to bfloat16."""
     import torch
     import torch.nn.functional as F
     import torchvision
@@ -207,18 +207,18 @@ def pytorch_finetune(model_name, phase, batch, steps, threads, classes=10, size=
     optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
     x = (torch.rand(batch, 3, size, size) * 255).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, classes, (batch,))
+    if precision not in FINETUNE_PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not one of {FINETUNE_PRECISIONS}.")
 
-    def step():
-        optimizer.zero_grad()
-        F.cross_entropy(model(x), y, label_smoothing=0.1).backward()
-        optimizer.step()
+    def run(n):
+        for _ in range(n):
+            optimizer.zero_grad()
+            with torch.autocast("cpu", torch.bfloat16, enabled=precision == "mixed_bfloat16"):
+                loss = F.cross_entropy(model(x), y, label_smoothing=0.1)
+            loss.backward()
+            optimizer.step()
 
-    for _ in range(2):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps * batch / (time.perf_counter() - start)
+    return images_per_s(run, 2, steps, batch)
 
 
 def _worker(args):
@@ -227,11 +227,11 @@ def _worker(args):
     elif args.worker == "resnet50":
         rate = ours("resnet50", (224, 224, 3), 1000, 256, args.policy, args.xla, args.steps)
     elif args.worker == "finetune_ours":
-        rate = ours_finetune(args.model, args.phase, args.batch, args.steps, args.classes,
-                             args.image_size)
+        rate = ours_finetune(args.model, args.phase, args.batch, args.steps, args.policy,
+                             args.classes, args.image_size)
     elif args.worker == "finetune_torch":
         rate = pytorch_finetune(args.model, args.phase, args.batch, args.steps,
-                                os.cpu_count() or 1, args.classes, args.image_size)
+                                os.cpu_count() or 1, args.policy, args.classes, args.image_size)
     else:
         rate = ours("resnet20", (32, 32, 3), 10, 128, args.policy, False, args.steps)
     print("RATE", rate)
@@ -249,10 +249,11 @@ def _measure(worker, steps, **extra):
     return float(out.stdout.split("RATE")[-1])
 
 
-def finetune_rate(framework, model_name, phase, *, batch=32, steps=10, classes=10, size=224):
+def finetune_rate(framework, model_name, phase, precision="float32", *, batch=32, steps=10,
+                  classes=10, size=224):
     """images/s of one fine-tuning step measurement ('ours' or 'torch') in a fresh process."""
     return _measure(f"finetune_{framework}", steps, model=model_name, phase=phase, batch=batch,
-                    classes=classes, image_size=size)
+                    classes=classes, image_size=size, policy=precision)
 
 
 def cpu_line():
@@ -265,6 +266,7 @@ def cpu_line():
 
 
 SUITES = ("cifar", "finetune")
+FINETUNE_PRECISIONS = ("float32", "mixed_bfloat16")
 
 
 def _parse_args():
@@ -279,20 +281,24 @@ def _parse_args():
     parser.add_argument("--finetune_batch", type=int, default=32)
     parser.add_argument("--finetune_steps", type=int, default=10,
                         help="timed fine-tuning steps per measurement (after 2 warm-up steps)")
-    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--policy", default="float32", help=argparse.SUPPRESS)
-    parser.add_argument("--xla", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--model", default="resnet18", help=argparse.SUPPRESS)
-    parser.add_argument("--phase", default="whole", help=argparse.SUPPRESS)
-    parser.add_argument("--batch", type=int, default=32, help=argparse.SUPPRESS)
-    parser.add_argument("--classes", type=int, default=10, help=argparse.SUPPRESS)
-    parser.add_argument("--image_size", type=int, default=224, help=argparse.SUPPRESS)
+    parser.add_argument("--finetune_precisions", default=None,
+                        help="comma-separated subset of float32,mixed_bfloat16 (default both "
+                        "where the CPU has BF16 instructions, else float32)")
+    for name, default in (("worker", None), ("policy", "float32"), ("xla", 0),
+                          ("model", "resnet18"), ("phase", "whole"), ("batch", 32),
+                          ("classes", 10), ("image_size", 224)):  # a worker's, from _measure
+        parser.add_argument(f"--{name}", default=default, help=argparse.SUPPRESS,
+                            type=type(default) if default is not None else str)
     args = parser.parse_args()
     suites = [x for x in args.suite.split(",") if x]
     bad = [x for x in suites if x not in SUITES]
     if bad or not suites:
         parser.error(f"--suite={args.suite!r}: use a comma-separated subset of {SUITES}.")
     args.suites = suites
+    precisions = (args.finetune_precisions or "float32").split(",")
+    if any(x not in FINETUNE_PRECISIONS for x in precisions):
+        parser.error(f"--finetune_precisions={args.finetune_precisions!r}: use a "
+                     f"comma-separated subset of {FINETUNE_PRECISIONS}.")
     return args
 
 
@@ -346,40 +352,40 @@ def _cifar_rows(args, results):
 
 
 def _finetune_rows(args, results, cpu):
-    """Interleaved rounds of (model, phase) x (ours, PyTorch); prints medians and ratios."""
+    """Interleaved rounds of (model, phase, precision) x (ours, PyTorch): medians, ratios."""
+    from train import strategies
     from train.steps import PHASES
 
     models = [m for m in args.finetune_models.split(",") if m]
     phases = [p for p in args.phases.split(",") if p]
     if not phases or any(p not in PHASES for p in phases):
         raise SystemExit(f"--phases={args.phases!r}: use a comma-separated subset of {PHASES}.")
-    keys = [(m, p, f) for m in models for p in phases for f in ("ours", "torch")]
-    rates = {k: [] for k in keys}
+    default = "float32,mixed_bfloat16" if strategies.cpu_supports_bf16() else "float32"
+    precisions = (args.finetune_precisions or default).split(",")
+    cases = [(m, p, x) for m in models for p in phases for x in precisions]
+    rates = {(case, f): [] for case in cases for f in ("ours", "torch")}
     size, batch = 224, args.finetune_batch
     for _ in range(args.rounds):
-        for model, phase, framework in keys:
-            rates[model, phase, framework].append(finetune_rate(
-                framework, model, phase, batch=batch, steps=args.finetune_steps, size=size))
+        for case, framework in rates:
+            rates[case, framework].append(finetune_rate(
+                framework, *case, batch=batch, steps=args.finetune_steps, size=size))
     rows = {}
-    for model in models:
-        for phase in phases:
-            ours_m, torch_m = (statistics.median(rates[model, phase, f]) for f in ("ours", "torch"))
-            label = f"{model} fine-tune {phase:>5}, {size}px batch {batch}"
-            print(f"{label}: ours {ours_m:6.1f} images/s (rounds: "
-                  f"{_rounds(rates[model, phase, 'ours'])}), PyTorch {torch_m:6.1f} "
-                  f"(rounds: {_rounds(rates[model, phase, 'torch'])})")
-            print(f"{label}: ours / PyTorch = {ours_m / torch_m:.2f} on {cpu}")
-            rows[f"{model}_{phase}"] = {"ours": round(ours_m, 2), "pytorch": round(torch_m, 2),
-                                        "ours_over_pytorch": round(ours_m / torch_m, 3)}
-    results["finetune_224"] = {"batch": batch, "rounds": args.rounds,
-                               "steps": args.finetune_steps, "rows": rows}
+    for case in cases:
+        ours_m, torch_m = (statistics.median(rates[case, f]) for f in ("ours", "torch"))
+        label = f"{case[0]} fine-tune {case[1]:>5} {case[2]:>14}, {size}px batch {batch}"
+        print(f"{label}: ours {ours_m:6.1f} images/s (rounds: {_rounds(rates[case, 'ours'])}), "
+              f"PyTorch {torch_m:6.1f} (rounds: {_rounds(rates[case, 'torch'])})")
+        print(f"{label}: ours / PyTorch = {ours_m / torch_m:.2f} on {cpu}")
+        rows["_".join(case)] = {"ours": round(ours_m, 2), "pytorch": round(torch_m, 2),
+                                "ours_over_pytorch": round(ours_m / torch_m, 3)}
+    results["finetune_224"] = {"batch": batch, "rounds": args.rounds, "steps": args.finetune_steps,
+                               "precisions": precisions, "rows": rows}
 
 
 def _gpu_rows(args, results):
     from train import console
 
     tf = console.import_tensorflow_quietly()
-
     if not tf.config.list_physical_devices("GPU"):
         print("ResNet-50 mixed precision + XLA: skipped (no GPU).")
         return
