@@ -226,6 +226,7 @@ PHOTOS_PER_CLASS = {"train": 20, "test": 50}
 # test_finetune_transfer's job); the BatchNorm check below shows that the file was loaded.
 FINETUNE_ACCURACY = 0.5
 FINETUNE_STEPS = 40  # as --steps=40: 10 head-only (the recipe's 2 of 8 epochs), 30 whole-net
+FINETUNE_OVERRIDES = {"eval_every": FINETUNE_STEPS}  # one evaluation, not ten: a few seconds
 
 
 def write_photos(root, fashion_dir):
@@ -278,8 +279,9 @@ def test_quickstart(kernel, fashion_dir, tmp_path):
     nb = run_notebook(
         "quickstart.ipynb", tmp_path, pretrained_weights=None, photos_dir=photos,
         base_dataset="fashion_mnist", base_recipe="quickstart", base_overrides=QUICKSTART_BASE,
-        finetune_steps=FINETUNE_STEPS, eval_images=200, calibration_images=100, latency_runs=10,
-        min_agreement=min_agreement, data_dir=fashion_dir, out_dir=out_dir)
+        finetune_overrides=FINETUNE_OVERRIDES, finetune_steps=FINETUNE_STEPS, eval_images=200,
+        calibration_images=100, latency_runs=10, min_agreement=min_agreement,
+        data_dir=fashion_dir, out_dir=out_dir)
     assert_png(os.path.join(out_dir, "predictions.png"))
     assert displayed_png(nb) >= 3, "predictions, curves and confusion matrix were not all shown"
 
@@ -290,8 +292,9 @@ def test_quickstart(kernel, fashion_dir, tmp_path):
 
     with open(os.path.join(run_dir, "recipe.json")) as f:
         recipe = recipes.Recipe.from_json(f.read())
-    assert recipe == recipes.resolve("finetune", model="resnet8", weights=base_path,
-                                     dataset=f"folder:{photos}").with_steps(FINETUNE_STEPS), \
+    assert recipe == recipes.resolve(
+        "finetune", model="resnet8", weights=base_path, dataset=f"folder:{photos}",
+        **FINETUNE_OVERRIDES).with_steps(FINETUNE_STEPS), \
         recipe.diff(recipes.FINETUNE)
     with open(os.path.join(run_dir, "summary.json")) as f:
         summary = json.load(f)
