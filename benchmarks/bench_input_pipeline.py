@@ -14,7 +14,9 @@ at phone-camera sizes (`--photo_sizes`, quality `--jpeg_quality`; generated in a
 folder unless `--photos=ROOT` names a tree) is read as training reads it:
 `train.data.load('folder:ROOT', 'train')`, `train.pipeline.prepare` and `train_batches` with the
 per-image augmentation a photo recipe uses ('random_resized_crop' where `train.augment` has it,
-else 'imagenet' scale augmentation): decode, crop to 224, flip. It runs on a tf.data private
+else 'imagenet' scale augmentation): decode, crop to 224, flip. The first load (timed, printed)
+checks the files and makes the working copies of photos over 1024 px (`train.copies`, once per
+folder); training then decodes those 512-px copies, which is what this row measures. It runs on a tf.data private
 thread pool of 1 and of 2 threads (`--threads`; `max_intra_op_parallelism` 1), so images/s per
 core is the 1-thread figure (medians of `--rounds`, the pipelines measured in turn in each
 round). Beside it, the random-resized crop alone by two decoders: decode the whole JPEG then
@@ -25,7 +27,7 @@ nothing below it); their pixels are compared first, and the ratio printed; and t
 decode alone, its share of the cost. Where training holds a small split in memory (decoded
 once), the decode-then-crop figure stands for the per-epoch cost of a streamed one. Then what
 ResNet-18 and ResNet-50 fine-tuning consume on this CPU (`benchmarks/bench_training.py`'s
-fine-tuning step, batch `--model_batch`, measured in this run), and the decode cores that a GPU
+fine-tuning step, batch `--model_batch`, in the recipe's precision here, measured in this run), and the decode cores that a GPU
 training ResNet-50 at `--gpu_resnet50_images_per_sec` would need: that GPU figure is a published
 one (not measured here), see the flag.
 """
@@ -290,12 +292,17 @@ def photo_rates(root, paths, threads):
 
 
 def fine_tuning_rates():
-    """{(model, phase): images/s of ours' fine-tuning step at 224} (fresh processes)."""
+    """{(model, phase): images/s of ours' fine-tuning step at 224} (fresh processes), in the
+    precision the finetune recipe takes on this CPU (mixed_precision 'auto')."""
+    from train import strategies
+
+    precision = "mixed_bfloat16" if strategies.cpu_supports_bf16() else "float32"
     rates = {}
     for model in FLAGS.models:
         for phase in FLAGS.phases:
-            rates[model, phase] = bench_training.finetune_rate(
-                "ours", model, phase, batch=FLAGS.model_batch, steps=FLAGS.finetune_steps)
+            rates[model, f"{phase} {precision}"] = bench_training.finetune_rate(
+                "ours", model, phase, precision, batch=FLAGS.model_batch,
+                steps=FLAGS.finetune_steps)
     return rates
 
 
@@ -314,6 +321,10 @@ def photos_part():
         if not paths:
             raise app.UsageError(f"--photos={root}: no .jpg/.jpeg files below it.")
         window_diff, project_diff = check_crops(paths)
+        start = time.perf_counter()  # the first load checks the files, makes working copies
+        tree = data.describe(f"folder:{root}")
+        print(f"first load of the folder (checks; working copies of large photos, once): "
+              f"{time.perf_counter() - start:.1f} s for {len(paths)} photos\n{tree}")
         rates, augment, examples = photo_rates(root, paths, threads)
     finally:
         if temporary:
@@ -345,7 +356,7 @@ def photos_part():
     window_core = rates["decode_and_crop_jpeg"][one] / one
     consumption = fine_tuning_rates()
     for (model, phase), rate in consumption.items():
-        print(f"{model} fine-tune {phase:>5} step (ours, batch {FLAGS.model_batch}, 224 px): "
+        print(f"{model} fine-tune {phase} step (ours, batch {FLAGS.model_batch}, 224 px): "
               f"{rate:6.1f} images/s: feeding it takes {_cores(rate, per_core)} cores decoding")
     gpu = FLAGS.gpu_resnet50_images_per_sec
     print(f"a GPU training ResNet-50 at {gpu:,.0f} images/s (--gpu_resnet50_images_per_sec, "
