@@ -16,20 +16,20 @@ folder unless `--photos=ROOT` names a tree) is read as training reads it:
 per-image augmentation a photo recipe uses ('random_resized_crop' where `train.augment` has it,
 else 'imagenet' scale augmentation): decode, crop to 224, flip. The first load (timed, printed)
 checks the files and makes the working copies of photos over 1024 px (`train.copies`, once per
-folder); training then decodes those 512-px copies, which is what this row measures. It runs on a tf.data private
-thread pool of 1 and of 2 threads (`--threads`; `max_intra_op_parallelism` 1), so images/s per
-core is the 1-thread figure (medians of `--rounds`, the pipelines measured in turn in each
-round). Beside it, the random-resized crop alone by two decoders: decode the whole JPEG then
-crop (the draw of `train.augment.random_resized_crop`, as training does), and
+folder); training then decodes those 512-px copies, which is what this row measures. It runs on
+a tf.data private thread pool of 1 and of 2 threads (`--threads`; `max_intra_op_parallelism` 1),
+so images/s per core is the 1-thread figure (medians of `--rounds`, the pipelines measured in
+turn in each round). Beside it, the random-resized crop alone by two decoders: decode the whole
+JPEG then crop (the draw of `train.augment.random_resized_crop`, as training does), and
 `tf.io.decode_and_crop_jpeg`, which decodes only what the crop window needs (libjpeg-turbo still
 reads the entropy-coded rows above the window, but no IDCT or colour conversion outside it,
 nothing below it); their pixels are compared first, and the ratio printed; and the whole JPEG's
 decode alone, its share of the cost. Where training holds a small split in memory (decoded
 once), the decode-then-crop figure stands for the per-epoch cost of a streamed one. Then what
-ResNet-18 and ResNet-50 fine-tuning consume on this CPU (`benchmarks/bench_training.py`'s
-fine-tuning step, batch `--model_batch`, in the recipe's precision here, measured in this run), and the decode cores that a GPU
-training ResNet-50 at `--gpu_resnet50_images_per_sec` would need: that GPU figure is a published
-one (not measured here), see the flag.
+ResNet-18 and ResNet-50 fine-tuning consume on this CPU (`benchmarks/bench_training.py`'s fine-
+tuning step, batch `--model_batch`, in the recipe's precision here, measured in this run), and
+the decode cores that a GPU training ResNet-50 at `--gpu_resnet50_images_per_sec` would need:
+that GPU figure is a published one (not measured here), see the flag.
 """
 
 import os

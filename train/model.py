@@ -4,6 +4,7 @@
     built.model, built.weights   # the keras.Model; summary.json's "weights" record ({}: none)
 """
 
+import os
 import typing
 
 import keras
@@ -52,7 +53,8 @@ def _normalization(pretrained, channels: int):
             "the one they were trained with.") from None
 
 
-def build_model(recipe, view, mean, num_classes: int, synchronized_bn: bool = False) -> Built:
+def build_model(recipe, view, mean, num_classes: int, synchronized_bn: bool = False,
+                class_names=None) -> Built:
     """The recipe's network for images of `view.shape`: raw pixels (B, H, W, C) in [0, 255] ->
     class probabilities (B, classes), and the record of its weights.
 
@@ -61,7 +63,8 @@ def build_model(recipe, view, mean, num_classes: int, synchronized_bn: bool = Fa
     then `keras_resnet.create(recipe.model, weights=None)` (He init). Pretrained weights: the
     layer normalizes with the weight set's (mean, std) instead (`mean` is not used), the graph
     takes the file's variant, and `transfer.load_pretrained` loads it by layer name: a
-    classifier of another class count stays at initialization, the first conv is adapted to
+    classifier of another class count, or of other `class_names` than the labels.txt beside a
+    run's model.keras names, stays at initialization, the first conv is adapted to
     the view's channels. `recipe.shortcut` other than 'default' replaces the variant's option
     (sec. 3.3). Saved and exported models take raw pixels either way.
     """
@@ -87,8 +90,21 @@ def build_model(recipe, view, mean, num_classes: int, synchronized_bn: bool = Fa
     model = keras_resnet.create(name, **kwargs)
     if pretrained is None:
         return Built(model, {})
-    report = transfer.load_pretrained(model, pretrained)
+    source_names = _source_labels(pretrained.path) if class_names is not None else None
+    new_head = source_names is not None and source_names != [str(c) for c in class_names]
+    report = transfer.load_pretrained(model, pretrained, new_head=new_head)
     record = {**pretrained.record(), "layers_loaded": len(report.layers_loaded),
               "layers_left_at_init": list(report.layers_left_at_init),
               "adapted": list(report.adapted)}
+    if new_head:
+        record["new_head"] = f"the file's labels.txt names other classes: {source_names[:10]}"
     return Built(model, record)
+
+
+def _source_labels(path) -> list | None:
+    """The class names in the labels.txt beside a weights file (a run's model.keras), or None."""
+    labels = os.path.join(os.path.dirname(os.path.abspath(str(path))), "labels.txt")
+    if not path or not os.path.isfile(str(path)) or not os.path.isfile(labels):
+        return None
+    with open(labels, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f if line.strip()]

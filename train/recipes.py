@@ -7,16 +7,14 @@
 `PAPER_IMAGENET` is sec. 3.4; `MODERN` is Goyal et al. (2017) linear scaling + warm-up with
 cosine decay (Loshchilov & Hutter, 2017) and label smoothing (Szegedy et al., 2016); `SMOKE` is
 the paper's CIFAR schedule written out for 400 steps of ResNet-20 on Fashion-MNIST; `FAST` and
-`QUICKSTART` are time-to-accuracy recipes for 2 CPU cores (see their docstrings).
+`QUICKSTART` are time-to-accuracy recipes for 2 CPU cores; `FINETUNE` starts from weights.
 
-Every recipe states its own iteration counts (`scale` is 1.0 in all of them), so `--steps=300`
-means 300 steps. `scale`, when a user sets it, multiplies every iteration count of the schedule
-(`steps`, `lr_boundaries`, and `warmup_steps` unless `warmup_scales` is off) and nothing else:
-`scale=0.05` turns the paper's 32k/48k/64k into 1600/2400/3200.
+Every recipe states its own iteration counts, so `--steps=300` means 300 steps. `scale` (1.0 in
+all of them) multiplies every iteration count of the schedule (`steps`, `lr_boundaries`, and
+`warmup_steps` unless `warmup_scales` is off): 0.05 makes the paper's 32k/48k/64k 1600/2400/3200.
 
-This module is data: it imports no TensorFlow or Keras (the schedules are `train.schedules`).
-The fields' choices (re-exported here), validation and coercion from strings: `recipe_fields`.
-"""
+Data only: no TensorFlow or Keras (schedules: `train.schedules`; the fields' choices,
+validation and coercion from strings: `recipe_fields`)."""
 
 import dataclasses
 import json
@@ -356,28 +354,30 @@ quickstart's optimizer (Nesterov, linear warm-up and decay, label smoothing 0.1,
 
 FINETUNE = Recipe(
     name="finetune", model="resnet18", dataset="folder:photos", weights="imagenet",
-    augment="random_resized_crop", batch_size=32, epochs=8.0, head_epochs=2.0, head_lr=0.5,
+    augment="random_resized_crop", batch_size=32, epochs=8.0, head_epochs=2.0, head_lr=0.1,
     lr=0.05, lr_base_batch=256, lr_schedule="cosine", lr_boundaries=(), warmup_epochs=1.0,
     warmup="linear", warmup_lr=0.0, nesterov=True, label_smoothing=0.1, weight_decay=1e-4,
     freeze_bn=True, min_steps=100, eval_every=0, checkpoint_every=200, log_every=20,
+    mixed_precision="auto",
 )
 """A user's photos from pretrained weights (`--weights=imagenet|FILE`, `--dataset=folder:ROOT`).
 - Input: the weight set's size (224 unless image_size) and normalization inside the model;
   training view a random-resized crop (8-100% of the area) and flip, evaluation a resize and
   centre crop by the weight set's crop fraction (torchvision, timm).
 - Phases (Keras' transfer-learning guide; Model Maker trains the head alone by default): 2
-  epochs of the new classifier alone (backbone frozen, BatchNorm in inference mode) at lr 0.5
-  per 256 images, then the whole net at a tenth of it, 0.05 per 256 (Nesterov SGD, momentum
-  0.9; Kornblith et al. 2019 searched 0.001-0.1 per 256 for whole-net fine-tuning). In the
-  transfer task of tests/train/test_finetune.py (10 images a class) a fifth of these rates
-  lost 15-20 points, twice them did as well, 3x (head) and 8x (whole net) lost 15-45 points.
+  epochs of the new classifier alone (backbone frozen, BatchNorm in inference mode) at lr 0.1
+  per 256 images, then the whole net at 0.05 per 256 (Nesterov SGD, momentum 0.9; Kornblith et
+  al. 2019 searched 0.001-0.1 per 256 for whole-net fine-tuning). A head on ResNet-18's 512
+  features (squared norm ~230) diverged at 0.5 and trained best at 0.1-0.2
+  (results/photos-to-phone/head_lr.md); ResNet-8's 64 did well at 0.5.
   BatchNorm frozen (`freeze_bn`: small batches' statistics would wreck the pretrained ones;
   torchvision's FrozenBatchNorm2d); 1 epoch of linear warm-up, then cosine to 0.
 - Label smoothing 0.1, weight decay 1e-4 on kernels (Model Maker's defaults: 0.1 and L2 1e-4).
 - Length 8 epochs of the user's data (Model Maker: 10), at least 100 steps: 500 photos at batch
-  32 are 125 steps (32 head-only), 50,000 are 12,500 (3,125); 20 photos would be 8 steps, where
-  a ResNet-18 reached 36% on 4 Fashion-MNIST classes (5 a class, 64 px) and 74.6% at 100 steps
-  (results/finetune-photos). Batch 32 fits a CPU and a small GPU at 224 px."""
+  32 are 125 steps (32 head-only), 50,000 are 12,500 (3,125); 20 photos would be 8 steps (36%
+  on 4 Fashion-MNIST classes, 74.6% at 100: results/finetune-photos). Batch 32 fits a CPU.
+- Mixed precision where the hardware has it (`strategies.precision_policy`; 2.5x faster at 224
+  px on an AMX Xeon: results/photos-to-phone); `--set=mixed_precision=off` for float32."""
 
 RECIPES = {r.name: r for r in (PAPER_CIFAR, PAPER_CIFAR110, PAPER_IMAGENET, MODERN, SMOKE,
                                QUICKSTART, FAST, FINETUNE)}

@@ -173,7 +173,7 @@ def start(recipe, run: rundir.RunDir, strategy, settings: Settings, data_dir) ->
     keras.utils.set_random_seed(recipe.seed)
     with strategy.scope():
         model, weights = model_lib.build_model(plan, d.view, d.mean, d.info.num_classes,
-                                               settings.synchronized_bn)
+                                               settings.synchronized_bn, d.info.class_names)
         optimizer = make_optimizer(plan, settings.precision)
         optimizer.build(model.trainable_variables)
     counters = Counters.create()

@@ -259,11 +259,12 @@ def _check_normalization(model, pretrained):
                     pretrained.tag_or_path, want.mean, want.std)
 
 
-def load_pretrained(model, pretrained: PretrainedWeights) -> TransferReport:
+def load_pretrained(model, pretrained: PretrainedWeights, *,
+                    new_head: bool = False) -> TransferReport:
     """Loads `pretrained` into `model` by layer name, for transfer learning.
 
     - The classifier ('predictions') is left at initialization when the file's class count
-      differs from the model's, or the file has none.
+      differs from the model's, the file has none, or `new_head` (same count, other classes).
     - The first conv ('conv1_conv') is adapted when the model's input channels differ from the
       file's (timm's `adapt_input_conv` rule), and turned from BGR to RGB input for Caffe sets.
     - Weighted layers outside the ResNet architecture (a head of your own) are left at
@@ -279,7 +280,7 @@ def load_pretrained(model, pretrained: PretrainedWeights) -> TransferReport:
                          f"received {type(pretrained).__name__}.")
     head = _model_head(model)
     skip = set()
-    if head is not None and pretrained.classes != int(head.weights[0].shape[-1]):
+    if head is not None and (new_head or pretrained.classes != int(head.weights[0].shape[-1])):
         skip.add(head.name)
     weighted = [layer for layer in model.layers if layer.weights]
     skip |= {layer.name for layer in weighted if not ARCHITECTURE_LAYER.fullmatch(layer.name)}

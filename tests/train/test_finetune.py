@@ -299,3 +299,25 @@ def test_augment_image_dispatches_the_per_image_augmentations():
     assert set(augment.PER_IMAGE) < set(augment.AUGMENTATIONS) == set(recipes.AUGMENTATIONS)
     with pytest.raises(ValueError, match="not a per-image augmentation"):
         augment.augment_image("cifar", _image(), seed, view)
+
+
+def test_a_head_for_other_classes_of_the_same_count_starts_fresh(tmp_path):
+    """A run's model.keras whose labels.txt names other classes than the dataset's: its
+    classifier is not loaded even though the counts match (it would predict the old classes);
+    with the same names it is (continuing a run's task)."""
+    keras.utils.set_random_seed(2)
+    source = model_lib.build_model(recipes.resolve("smoke", model="resnet8"), views.View(36, 36, 3),
+                                   np.full(3, 110.0), 4).model
+    source.save(tmp_path / "model.keras")
+    (tmp_path / "labels.txt").write_text("zero\none\ntwo\nthree\n")
+    recipe = recipes.resolve("finetune", model="resnet8", weights=str(tmp_path / "model.keras"))
+    head = source.get_layer("predictions").get_weights()[0]
+    other = model_lib.build_model(recipe, views.View(36, 36, 3), None, 4,
+                                  class_names=("five", "six", "seven", "eight"))
+    assert other.weights["layers_left_at_init"] == ["predictions"]
+    assert "other classes" in other.weights["new_head"]
+    assert not np.array_equal(other.model.get_layer("predictions").get_weights()[0], head)
+    same = model_lib.build_model(recipe, views.View(36, 36, 3), None, 4,
+                                 class_names=("zero", "one", "two", "three"))
+    assert same.weights["layers_left_at_init"] == [] and "new_head" not in same.weights
+    np.testing.assert_array_equal(same.model.get_layer("predictions").get_weights()[0], head)

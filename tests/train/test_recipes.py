@@ -221,12 +221,12 @@ def test_finetune_epochs_resolve_to_steps(images, steps, head, warmup):
 
 
 def test_finetune_learning_rate_by_phase():
-    """Head phase at head_lr (linearly scaled: 0.5 * 32 / 256), then the whole net's warm-up
+    """Head phase at head_lr (linearly scaled: 0.1 * 32 / 256), then the whole net's warm-up
     from 0 and cosine decay to 0, both counted from the phase boundary; also as the optimizer
     applies it, and serialized."""
     plan = recipes.FINETUNE.resolved(500)  # 125 steps, head 32, warm-up 16
     schedule = schedules.learning_rate(plan)
-    head, peak = 0.5 * 32 / 256, 0.05 * 32 / 256
+    head, peak = 0.1 * 32 / 256, 0.05 * 32 / 256
     whole = 125 - 32
     t = (100 - 32 - 16) / (whole - 16)
     np.testing.assert_allclose(
