@@ -4,7 +4,9 @@ into the cache next to the folder's manifest (`train.folders`):
 - WebP and TIFF, which TensorFlow does not decode: a PNG copy decoded by PIL, orientation
   applied (`image_files.png_copy`).
 - Large photos (upright shorter side over 2 * WORKING_SIDE, e.g. a phone's 4032x3024): a JPEG
-  copy, upright, shorter side WORKING_SIDE (antialiased resize, quality COPY_QUALITY).
+  copy, upright, shorter side WORKING_SIDE (antialiased resize, quality COPY_QUALITY), made by
+  PIL in threads (31 ms a 12 MP photo on 2 cores; TensorFlow's ops ran them one by one under a
+  deterministic run's single inter-op thread, 55-67 ms, and would start its runtime early).
 
 Why the photo copies: most of the time of decoding a phone JPEG is its entropy decoding, which no
 downscaled or windowed decode avoids (measured on a 12 MP, 5 MB JPEG on this project's 2-core
@@ -19,12 +21,12 @@ so all of them see the same pixels.
 
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import keras
-import tensorflow as tf
 from absl import logging
 
-from train.image_files import VIA_PIL, orient, png_copy, tf_decode
+from train.image_files import VIA_PIL, png_copy
 
 WORKING_SIDE = 512
 """Shorter side of a large photo's working copy, in pixels (see the module docstring)."""
@@ -70,61 +72,45 @@ def make_png(root: str, rel: str, fact, folder_cache: str):
     return (fact[0], h, w, 1, fact[4], reason)
 
 
-def _ratio(fmt: str, h: int, w: int) -> int:
-    """The largest JPEG DCT scale (1, 2, 4, 8) that keeps the decode at least 2x the working
-    size, so the antialiased resize after it still averages (other formats: 1)."""
-    if fmt != "jpeg":
-        return 1
-    return max(r for r in (1, 2, 4, 8) if r == 1 or min(h, w) // r >= 2 * WORKING_SIDE)
+def _photo_copy(source: str, out: str) -> str:
+    """Writes the upright working copy of the photo `source` to `out`; '' or why it failed.
+    PIL decodes at the smallest JPEG DCT scale (1/2, 1/4, 1/8) that keeps at least twice the
+    working size (`draft`), so the antialiased resize after it still averages."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(source) as im:
+            w, h = im.size
+            scale = 2 * WORKING_SIDE / min(w, h)
+            im.draft("RGB", (round(w * scale), round(h * scale)))
+            im = ImageOps.exif_transpose(im.convert("RGB"))
+            size = working_size(im.height, im.width)
+            im = im.resize((size[1], size[0]), Image.BILINEAR)  # reducing: antialiased
+            im.save(out + ".tmp", "JPEG", quality=COPY_QUALITY)
+        os.replace(out + ".tmp", out)
+        return ""
+    except Exception as e:  # noqa: BLE001  PIL raises many kinds for a broken file
+        return f"does not decode ({type(e).__name__}: {e})"
 
 
 def make_photos(root: str, jobs, folder_cache: str) -> dict:
-    """Writes the working copies of `jobs` ([(rel, fact)], large photos) in a parallel tf.data
-    map over every core, with a progress bar; returns {rel: reason} for files that turned out
-    not to decode ('' for each copy made)."""
+    """Writes the working copies of `jobs` ([(rel, fact)], large photos) on every core (PIL
+    releases the GIL), with a progress bar; returns {rel: reason}: '' for each copy made, else
+    why the file does not decode."""
     if not jobs:
         return {}
     logging.info("Making %d working copies (shorter side %d) of large photos in %s (once)",
                  len(jobs), WORKING_SIDE, folder_cache)
     os.makedirs(os.path.join(folder_cache, "photos"), exist_ok=True)
-    groups = {}
-    for i, (_, fact) in enumerate(jobs):
-        groups.setdefault(_ratio(fact[0], fact[1], fact[2]), []).append(i)
-    done = {}
     bar = keras.utils.Progbar(len(jobs), unit_name="photo") if len(jobs) >= 50 else None
-    for ratio, members in sorted(groups.items()):
-        for i in _copy_stream(root, [jobs[i] for i in members], members, ratio, folder_cache):
-            done[int(i)] = ""
-            if bar and len(done) % 25 == 0:
-                bar.update(len(done))
+    reasons = {}
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        done = pool.map(lambda job: _photo_copy(os.path.join(root, job[0]),
+                                                path(folder_cache, *job)), jobs)
+        for (rel, _), reason in zip(jobs, done):
+            reasons[rel] = reason
+            if bar and len(reasons) % 25 == 0:
+                bar.update(len(reasons))
     if bar:
-        bar.update(len(done), finalize=True)
-    return {rel: done.get(i, "does not decode (inside its compressed data)")
-            for i, (rel, _) in enumerate(jobs)}
-
-
-def _copy_stream(root, jobs, indices, ratio, folder_cache):
-    """Yields the index of each job whose copy was written; a file that fails to decode is
-    dropped (its index never comes)."""
-    sources = [os.path.join(root, rel) for rel, _ in jobs]
-    outs = [path(folder_cache, rel, fact) for rel, fact in jobs]
-    sizes = [working_size(fact[1], fact[2]) for _, fact in jobs]
-    ds = tf.data.Dataset.from_tensor_slices((
-        tf.constant(indices, tf.int64), sources, outs,
-        tf.constant([fact[3] for _, fact in jobs], tf.int32), tf.constant(sizes, tf.int32)))
-
-    @tf.autograph.experimental.do_not_convert  # no Python control flow: no source re-read
-    def copy(i, source, out, orientation, size):
-        data = tf.io.read_file(source)
-        pixels = (tf.io.decode_jpeg(data, channels=3, ratio=ratio) if ratio > 1
-                  else tf_decode(data))
-        pixels = tf.image.resize(orient(pixels, orientation), size, antialias=True)
-        encoded = tf.io.encode_jpeg(tf.cast(tf.clip_by_value(tf.round(pixels), 0, 255),
-                                            tf.uint8), quality=COPY_QUALITY)
-        tf.io.write_file(tf.strings.join([out, ".tmp"]), encoded)
-        return i, out
-
-    ds = ds.map(copy, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-    for i, out in ds.ignore_errors().as_numpy_iterator():
-        os.replace(out.decode() + ".tmp", out.decode())
-        yield i
+        bar.update(len(reasons), finalize=True)
+    return reasons
