@@ -33,14 +33,18 @@ $PY -m export.evaluate "$E/model_int8.tflite" "$E/model_float32.tflite" "$E/mode
 # colour photos of unseen classes, from a photo-domain source): 20 photos a class to train on,
 # 100 other photos a class to test on, both from the 4,000.
 F="$OUT/few"
-if [ ! -d "$F" ]; then
-  for c in "$OUT"/photos/*/; do
-    name=$(basename "$c"); [ "$name" = "__MACOSX" ] && continue
-    mkdir -p "$F/train/$name" "$F/test/$name"
-    ls "$c" | grep -v 99999 | sort | head -20 | while read -r f; do ln -s "$c$f" "$F/train/$name/$f"; done
-    ls "$c" | grep -v 99999 | sort | sed -n 21,120p | while read -r f; do ln -s "$c$f" "$F/test/$name/$f"; done
-  done
-fi
+[ -d "$F" ] || $PY - "$OUT/photos" "$F" <<'PYEOF'
+import os, sys
+photos, few = sys.argv[1:]
+for name in sorted(os.listdir(photos)):
+    if name.startswith((".", "__")) or not os.path.isdir(os.path.join(photos, name)):
+        continue
+    files = sorted(f for f in os.listdir(os.path.join(photos, name)) if "99999" not in f)
+    for split, part in (("train", files[:20]), ("test", files[20:120])):
+        os.makedirs(os.path.join(few, split, name), exist_ok=True)
+        for f in part:
+            os.symlink(os.path.join(photos, name, f), os.path.join(few, split, name, f))
+PYEOF
 for w in "$OUT/runs/source/model.keras" none; do
   $PY -m train --recipe=finetune --model=resnet18 --weights="$w" --image_size=224 \
     --dataset="folder:$F" --run_dir="$OUT/runs/few_$(basename "$w" .keras)"
