@@ -11,10 +11,17 @@
 # The sources are one run each (seed 0). Needs scikit-learn for the digits
 # (sklearn.datasets.load_digits, bundled, no download). scikit-learn is NOT a dependency of the
 # project: `.venv/bin/pip install scikit-learn` first.
+# v2 (`bash run.sh v2`): the recipe after commit fdbb929 (head-only lr 0.1 per 256 instead of
+#   0.5, mixed precision 'auto': bf16 on this CPU, a fresh classifier when the model's labels.txt
+#   names other classes), same sources, runs named v2-<split>-...: d6to4 at 20, 40 and 100
+#   (default) steps, then d5to5 at the default, seeds 0-2, pretrained vs --weights=none.
+#   Without an argument: the first experiment's runs (recipe before fdbb929; re-running them now
+#   would run the new recipe, so they are only made if missing).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT="${OUT:-/tmp/ftdigits}"
-PY="nice .venv/bin/python"
+PY="nice -n 19 .venv/bin/python"
+TAG=""  # run-name prefix: v2- for the runs of the recipe after fdbb929
 SEEDS="${SEEDS:-0 1 2}"
 LONG_SEEDS="${LONG_SEEDS:-0}"  # 300 steps: ~6 min a run on the shared CPU
 $PY results/finetune-digits/make_folders.py "$OUT"
@@ -25,14 +32,25 @@ source_model() {  # source_model SPLIT
       --seed=0 --run_dir="$OUT/runs/$1-source"
 }
 ft() {  # ft SPLIT NAME WEIGHTS SEED [flags]
-  [ -f "$OUT/runs/$1-$2/summary.json" ] && return 0
+  [ -f "$OUT/runs/$TAG$1-$2/summary.json" ] && return 0
   $PY -m train --recipe=finetune --model=resnet18 --weights="$3" --image_size=64 --seed="$4" \
-    --dataset="folder:$OUT/$1/target" --run_dir="$OUT/runs/$1-$2" "${@:5}"
+    --dataset="folder:$OUT/$1/target" --run_dir="$OUT/runs/$TAG$1-$2" "${@:5}"
 }
 pair() {  # pair SPLIT BUDGET SEED [flags]: pretrained, then --weights=none
   ft "$1" "$2_pretrained_s$3" "$OUT/runs/$1-source/model.keras" "$3" "${@:4}"
   ft "$1" "$2_scratch_s$3" none "$3" "${@:4}"
 }
+if [ "${1:-}" = v2 ]; then
+  TAG=v2-
+  source_model d6to4
+  for s in $SEEDS; do pair d6to4 default "$s"; done
+  for s in $SEEDS; do pair d6to4 steps20 "$s" --steps=20; done
+  for s in $SEEDS; do pair d6to4 steps40 "$s" --steps=40; done
+  source_model d5to5
+  for s in $SEEDS; do pair d5to5 default "$s"; done
+  $PY results/finetune-digits/collect.py "$OUT/runs" results/finetune-digits v2-
+  exit 0
+fi
 source_model d6to4
 for s in $SEEDS; do pair d6to4 default "$s"; done
 for s in $SEEDS; do pair d6to4 steps20 "$s" --steps=20; done
