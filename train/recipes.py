@@ -376,7 +376,7 @@ FINETUNE = Recipe(
 - Length 8 epochs of the user's data (Model Maker: 10), at least 100 steps: 500 photos at batch
   32 are 125 steps (32 head-only), 50,000 are 12,500 (3,125); 20 photos would be 8 steps (36%
   on 4 Fashion-MNIST classes, 74.6% at 100: results/finetune-photos). Batch 32 fits a CPU.
-- Mixed precision where the hardware has it (`strategies.precision_policy`; 2.5x faster at 224
+- Mixed precision where the hardware has it (`strategies.precision_policy`; 2x faster at 224
   px on an AMX Xeon: results/photos-to-phone); `--set=mixed_precision=off` for float32."""
 
 RECIPES = {r.name: r for r in (PAPER_CIFAR, PAPER_CIFAR110, PAPER_IMAGENET, MODERN, SMOKE,
