@@ -375,8 +375,7 @@ def export(source, out_dir, spec=None) -> dict:
                 logging.error("%s FAILED verification (%s); no file written.", fmt,
                               row.get("failure"))
         report = _report(src, job, rows)
-        rundir.atomic_write(os.path.join(tmp, "labels.txt"),
-                            "".join(f"{n}\n" for n in job.data.info.class_names))
+        rundir.write_labels(tmp, job.data.info.class_names)
         rundir.write_json(os.path.join(tmp, "metadata.json"), {
             k: report[k] for k in ("model", "dataset", "view", "class_names", "frames")})
         rundir.write_json(os.path.join(tmp, "report.json"), report)

@@ -12,6 +12,7 @@ import numpy as np
 
 import keras_resnet
 from keras_resnet.weights import transfer
+from train import rundir
 
 
 class Built(typing.NamedTuple):
@@ -91,20 +92,20 @@ def build_model(recipe, view, mean, num_classes: int, synchronized_bn: bool = Fa
     if pretrained is None:
         return Built(model, {})
     source_names = _source_labels(pretrained.path) if class_names is not None else None
-    new_head = source_names is not None and source_names != [str(c) for c in class_names]
+    new_head = source_names is not None and source_names != tuple(str(c) for c in class_names)
     report = transfer.load_pretrained(model, pretrained, new_head=new_head)
     record = {**pretrained.record(), "layers_loaded": len(report.layers_loaded),
               "layers_left_at_init": list(report.layers_left_at_init),
               "adapted": list(report.adapted)}
     if new_head:
-        record["new_head"] = f"the file's labels.txt names other classes: {source_names[:10]}"
+        record["new_head"] = ("the file's labels.txt names other classes: "
+                              f"{list(source_names[:10])}")
     return Built(model, record)
 
 
-def _source_labels(path) -> list | None:
+def _source_labels(path) -> tuple | None:
     """The class names in the labels.txt beside a weights file (a run's model.keras), or None."""
     labels = os.path.join(os.path.dirname(os.path.abspath(str(path))), "labels.txt")
     if not path or not os.path.isfile(str(path)) or not os.path.isfile(labels):
         return None
-    with open(labels, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f if line.strip()]
+    return rundir.read_labels(labels)

@@ -82,6 +82,18 @@ def read_json(path: str):
         return json.load(f)
 
 
+def write_labels(folder: str, class_names) -> str:
+    """FOLDER/labels.txt: the class names, one a line, in the model's output order (a run
+    directory's and an export's)."""
+    return atomic_write(os.path.join(folder, "labels.txt"), "".join(f"{n}\n" for n in class_names))
+
+
+def read_labels(path: str) -> tuple:
+    """The class names of a labels.txt file (`write_labels`; blank lines ignored)."""
+    with open(path, encoding="utf-8") as f:
+        return tuple(line for line in f.read().splitlines() if line)
+
+
 def save_figure(fig, path: str, dpi: int = 100) -> str:
     """Writes a matplotlib Figure to `path` as PNG atomically; returns `path`."""
     with atomic_path(path) as tmp:

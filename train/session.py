@@ -98,13 +98,6 @@ def _datasets(r: recipes_lib.Recipe, data_dir) -> Data:
     return Data(info, view, train_ds, eval_ds, test_ds, len(test_ex), mean)
 
 
-def write_labels(info: data.DatasetInfo, run_dir: str) -> str:
-    """RUN_DIR/labels.txt: the class names, one a line, in label order (the model's outputs),
-    as an exported model's labels.txt; `export.evaluate` reads it beside model.keras."""
-    return rundir.atomic_write(os.path.join(run_dir, "labels.txt"),
-                               "".join(f"{name}\n" for name in info.class_names))
-
-
 class Checkpoints:
     """Model, optimizer, data iterator and counters, saved into the run directory by
     `tf.train.CheckpointManager` (atomic; the last `keep` kept) and restored on a re-run."""
@@ -188,6 +181,6 @@ def start(recipe, run: rundir.RunDir, strategy, settings: Settings, data_dir) ->
     folder = {}
     if run.chief:
         folder = data.record(d.info, run.path)  # skipped, held-out files
-        write_labels(d.info, run.path)
+        rundir.write_labels(run.path, d.info.class_names)  # export.evaluate reads it
     return Session(recipe, plan, run, strategy, settings, d, model, optimizer, steps, counters,
                     iterator, checkpoints, start_step, {"weights": weights, **folder})

@@ -16,7 +16,7 @@ import sys
 
 from absl import app, flags
 
-from train import console
+from train import console, rundir
 
 flags.DEFINE_string("dataset", None, "train.data dataset name (fashion_mnist, cifar10, ...) or "
                     "folder:ROOT (ROOT/<class>/* or ROOT/<split>/<class>/*).")
@@ -57,13 +57,6 @@ def print_report(report, out):
     print(f"\nWrote {out}/report.json and, per file, confusion.png and mistakes.png.")
 
 
-def _read_labels(path):
-    if not path:
-        return None
-    with open(path) as f:
-        return [line for line in f.read().splitlines() if line]
-
-
 def main(argv):
     files = argv[1:]
     if not files:
@@ -79,7 +72,7 @@ def main(argv):
     try:
         report = evaluate(files, FLAGS.dataset, FLAGS.split, reference=FLAGS.reference,
                           data_dir=FLAGS.data_dir, max_images=FLAGS.max_images, out_dir=out,
-                          labels=_read_labels(FLAGS.labels),
+                          labels=rundir.read_labels(FLAGS.labels) if FLAGS.labels else None,
                           threads=tuple(int(t) for t in FLAGS.threads),
                           latency_runs=FLAGS.latency_runs, mediapipe=FLAGS.mediapipe)
     except (ValueError, ImportError, OSError) as e:

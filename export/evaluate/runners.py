@@ -22,6 +22,7 @@ import os
 import numpy as np
 
 from export.formats import LUMA
+from train import rundir
 
 _BATCH = 250
 
@@ -41,11 +42,6 @@ def _median_ms(fn, runs, warmup=3):
     from export import verify
 
     return round(verify.median_ms(fn, runs, warmup), 3)
-
-
-def _read_lines(path):
-    with open(path) as f:
-        return tuple(line for line in f.read().splitlines() if line)
 
 
 def _export_view(path):
@@ -171,7 +167,7 @@ class SavedModelRunner(Runner):
         if not os.path.isfile(labels):
             raise ValueError(f"{self.path} has no assets/labels.txt: pass a SavedModel written "
                              "by `python -m export`.")
-        self.labels = _read_lines(labels)
+        self.labels = rundir.read_labels(labels)
         self.serve = tf.saved_model.load(self.path).signatures["serving_default"]
         (spec,) = tf.nest.flatten(self.serve.structured_input_signature)
         self.channels = int(spec.shape[-1])
@@ -222,7 +218,7 @@ class KerasRunner(Runner):
     def _labels(self, run_dir, source, info, dataset, labels):
         beside = os.path.join(run_dir, "labels.txt")
         if os.path.isfile(beside):
-            return _read_lines(beside)
+            return rundir.read_labels(beside)
         recipe_dataset = getattr(source.recipe, "dataset", None)
         if recipe_dataset is not None and recipe_dataset == dataset:
             return tuple(info.class_names)
