@@ -133,7 +133,9 @@ def _scan(root, holdout, bad_images, cache_dir):
     depth = 3 if layout_split else 2
     ignored = ignored + [Left(r, "not in a class folder") for p, (r, _) in found if len(p) < depth]
     found = [(p, s) for p, s in found if len(p) >= depth]
-    facts, checked, cached = _check_all(root, [(rel, st) for _, (rel, st) in found], cache_dir)
+    manifest = manifest_path(root, cache_dir)
+    folder = os.path.dirname(manifest)  # the folder's cache: its manifest and copies
+    facts, checked, cached = _check_all(root, [(rel, st) for _, (rel, st) in found], manifest)
     skipped = [Left(rel, facts[rel][5]) for _, (rel, _) in found if facts[rel][5]]
     if skipped and bad_images == "fail":
         _checked(Tree(root, (), {}, tuple(skipped), (), (), None, 0, 0), bad_images)
@@ -157,7 +159,7 @@ def _scan(root, holdout, bad_images, cache_dir):
     for (split, name), members in sorted(groups.items()):
         for key, rel in members:
             splits.setdefault(split, []).append(
-                (key, _image(root, rel, labels[name], facts[rel], cache_dir)))
+                (key, _image(root, rel, labels[name], facts[rel], folder)))
     splits = {s: tuple(im for _, im in sorted(v)) for s, v in splits.items()}
     tree = Tree(root, names, splits, tuple(skipped), tuple(ignored), tuple(sorted(held)), made,
                 checked, cached)
@@ -198,11 +200,11 @@ def _hold_out(groups, holdout):
     return {k: v for k, v in out.items() if v}, held
 
 
-def _image(root, rel, label, fact, cache_dir):
+def _image(root, rel, label, fact, folder):
     """The `Image` of a usable file: its copy (upright) where `train.copies` makes one."""
     fmt, orientation = fact[0], fact[3]
     if copies.kind(fact):
-        read, orientation = copies.path(_folder_cache(root, cache_dir), rel, fact), 1
+        read, orientation = copies.path(folder, rel, fact), 1
     else:
         read = f"{root}{os.sep}{rel}"
     return Image(rel, label, fmt, *copies.read_size(fact), orientation if fmt == "jpeg" else 1,
@@ -267,10 +269,10 @@ def manifest_path(root: str, cache_dir: str | None = None) -> str:
     return os.path.join(cache_root(cache_dir), key, "manifest.json")
 
 
-def _check_all(root, files, cache_dir):
-    """{relpath: (fmt, h, w, orientation, stat, reason)}, from the manifest where size and
-    mtime still match; writes the manifest back when anything was read anew."""
-    path = manifest_path(root, cache_dir)
+def _check_all(root, files, path):
+    """{relpath: (fmt, h, w, orientation, stat, reason)}, from the manifest at `path` where size
+    and mtime still match; writes the manifest back when anything was read anew. Copies
+    (`train.copies`) go beside the manifest."""
     folder, known = os.path.dirname(path), {}
     try:
         with open(path) as f:
@@ -315,11 +317,6 @@ def _check_all(root, files, cache_dir):
 
 
 # ------------------------------------------------------------------- copies and pipeline
-
-
-def _folder_cache(root, cache_dir):
-    """The cache directory of one folder: its manifest and copies."""
-    return os.path.dirname(manifest_path(root, cache_dir))
 
 
 def dataset(images) -> tf.data.Dataset:
